@@ -1,0 +1,231 @@
+"""The invalidation message: one JSON object per publish on ``{ns}:invalidations``.
+
+Wire form (DESIGN.md)::
+
+    {"v":1, "seq":int, "epoch":int, "kind":"upsert"|"delete"|"resync"|"heartbeat",
+     "key":str|null, "doc":object|null, "op":str|null, "cluster_time":float|null,
+     "published_at":float, "refetch":bool, "reason":str|null, "sig":hex (optional)}
+
+The watcher encodes everything *but* ``seq`` with :func:`encode_body`; the fenced publish
+script splices ``"seq":N`` in (same operation as :func:`splice_seq`), so a sequence
+number is assigned and sent atomically. Replicas call :func:`decode`, which either
+returns a valid :class:`Message` or raises :class:`MessageError` — never anything else,
+whatever the bytes (pinned by a property test).
+
+Documents travel as MongoDB *relaxed extended JSON*: ObjectId → ``{"$oid":…}``, datetime →
+``{"$date":…}``, Decimal128 → ``{"$numberDecimal":…}``, binary → ``{"$binary":…}``,
+non-finite floats → ``{"$numberDouble":…}``; :func:`decode` turns them back into the same
+BSON types PyMongo returns from ``find`` (naive UTC datetimes), so a document that came
+by message equals the one a reload reads. Field names starting with ``$`` in a stored
+document are read as extended JSON and are not supported.
+
+Signing: with a key, ``sig`` is HMAC-SHA256 over the sorted-key JSON of every field
+except ``seq`` and ``sig``. ``seq`` is not covered (Redis's Lua has no SHA-256 to sign
+after the script assigns it); someone who can publish without the key can at most
+replay an earlier *signed* message under a new number, which the channel's Redis ACL is
+there to prevent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+from dataclasses import dataclass
+from typing import Any, Final, Literal, cast
+
+import orjson
+from bson import json_util
+from bson.binary import UuidRepresentation
+from bson.json_util import JSONMode, JSONOptions
+
+from shared.errors import MessageError
+
+VERSION: Final = 1
+#: Largest message :func:`decode` accepts; the watcher sends bigger documents key-only.
+MAX_MESSAGE_BYTES: Final = 1024 * 1024
+
+Kind = Literal["upsert", "delete", "resync", "heartbeat"]
+KINDS: Final[frozenset[str]] = frozenset({"upsert", "delete", "resync", "heartbeat"})
+
+EJSON_OPTIONS: Final = JSONOptions(
+    json_mode=JSONMode.RELAXED, tz_aware=False, uuid_representation=UuidRepresentation.STANDARD
+)
+_INT64_MIN: Final = -(2**63)
+_INT64_MAX: Final = 2**63 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One decoded invalidation message (see the module docstring for the wire form)."""
+
+    kind: Kind
+    seq: int
+    epoch: int
+    key: str | None = None
+    doc: dict[str, Any] | None = None
+    op: str | None = None
+    cluster_time: float | None = None
+    published_at: float = 0.0
+    refetch: bool = False
+    reason: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_shape(self)
+
+
+def _check_shape(m: Message) -> None:
+    if m.kind not in KINDS:
+        raise MessageError("bad_field", f"kind must be one of {sorted(KINDS)}, got {m.kind!r}")
+    if m.kind in ("upsert", "delete"):
+        if not isinstance(m.key, str) or not m.key:
+            raise MessageError("bad_field", f"{m.kind} needs a non-empty string key")
+        if m.kind == "delete" and m.doc is not None:
+            raise MessageError("bad_field", "delete must not carry a doc")
+        if m.kind == "upsert" and (m.doc is None) != m.refetch:
+            raise MessageError("bad_field", "upsert carries a doc unless refetch is true")
+    elif m.key is not None or m.doc is not None:
+        raise MessageError("bad_field", f"{m.kind} must not carry a key or doc")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return (_is_int(value) or isinstance(value, float)) and math.isfinite(cast(float, value))
+
+
+def to_ejson(value: Any) -> Any:
+    """A BSON value (document, list, scalar) as relaxed extended JSON made of plain types."""
+    if isinstance(value, dict):
+        return {str(k): to_ejson(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_ejson(v) for v in value]
+    if value is None or isinstance(value, str | bool):
+        return value
+    if _is_int(value) and _INT64_MIN <= value <= _INT64_MAX:
+        return int(value)
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    return json_util.default(value, json_options=EJSON_OPTIONS)
+
+
+def from_ejson(value: Any) -> Any:
+    """Relaxed extended JSON back to the BSON types PyMongo would return."""
+    if isinstance(value, dict):
+        converted = {k: from_ejson(v) for k, v in value.items()}
+        if any(k.startswith("$") for k in converted):
+            return json_util.object_hook(converted, json_options=EJSON_OPTIONS)
+        return converted
+    if isinstance(value, list):
+        return [from_ejson(v) for v in value]
+    return value
+
+
+def _signed_part(obj: dict[str, Any]) -> bytes:
+    return orjson.dumps(
+        {k: v for k, v in obj.items() if k not in ("seq", "sig")}, option=orjson.OPT_SORT_KEYS
+    )
+
+
+def _signature(key: bytes, obj: dict[str, Any]) -> str:
+    return hmac.new(key, _signed_part(obj), hashlib.sha256).hexdigest()
+
+
+def encode_body(message: Message, *, hmac_key: bytes | None = None) -> bytes:
+    """The message as JSON *without* ``seq`` (the publish script adds it), signed if keyed."""
+    obj: dict[str, Any] = {
+        "v": VERSION,
+        "epoch": message.epoch,
+        "kind": message.kind,
+        "key": message.key,
+        "doc": None if message.doc is None else to_ejson(message.doc),
+        "op": message.op,
+        "cluster_time": message.cluster_time,
+        "published_at": message.published_at,
+        "refetch": message.refetch,
+        "reason": message.reason,
+    }
+    if hmac_key is not None:
+        obj["sig"] = _signature(hmac_key, obj)
+    return orjson.dumps(obj)
+
+
+def splice_seq(body: bytes, seq: int) -> bytes:
+    """What the publish script does: put ``"seq":N`` in front of the body's fields."""
+    return b'{"seq":%d,' % seq + body[1:]
+
+
+def encode(message: Message, *, hmac_key: bytes | None = None) -> bytes:
+    """The complete wire form, ``seq`` included (for tests, tools and benchmarks)."""
+    return splice_seq(encode_body(message, hmac_key=hmac_key), message.seq)
+
+
+def decode(raw: bytes | str, *, hmac_key: bytes | None = None) -> Message:
+    """Parse and verify one message; raise :class:`MessageError` for anything invalid."""
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise MessageError("oversized", f"{len(raw)} bytes, limit {MAX_MESSAGE_BYTES}")
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise MessageError("bad_json", str(e)) from e
+    if not isinstance(obj, dict):
+        raise MessageError("not_an_object", f"top level is {type(obj).__name__}")
+    if obj.get("v") != VERSION or not _is_int(obj.get("v")):
+        raise MessageError("unknown_version", f"v={obj.get('v')!r}, this build reads v={VERSION}")
+    if hmac_key is not None:
+        _verify(hmac_key, obj)
+    return _from_obj(obj)
+
+
+def _verify(key: bytes, obj: dict[str, Any]) -> None:
+    sig = obj.get("sig")
+    if sig is None:
+        raise MessageError("unsigned", "an HMAC key is configured but the message has no sig")
+    if not isinstance(sig, str) or not hmac.compare_digest(sig, _signature(key, obj)):
+        raise MessageError("bad_signature", "sig does not match the configured HMAC key")
+
+
+def _field(obj: dict[str, Any], name: str, ok: Any, what: str, *, required: bool = True) -> Any:
+    if name not in obj:
+        if required:
+            raise MessageError("missing_field", f"{name} is missing")
+        return None
+    value = obj[name]
+    if not ok(value):
+        raise MessageError("bad_field", f"{name} must be {what}, got {value!r:.80}")
+    return value
+
+
+def _from_obj(obj: dict[str, Any]) -> Message:
+    seq = _field(obj, "seq", lambda v: _is_int(v) and 0 <= v <= _INT64_MAX, "an int >= 0")
+    epoch = _field(obj, "epoch", lambda v: _is_int(v) and 0 <= v <= _INT64_MAX, "an int >= 0")
+    kind = _field(obj, "kind", lambda v: v in KINDS, f"one of {sorted(KINDS)}")
+    key = _field(obj, "key", lambda v: v is None or isinstance(v, str), "a string or null")
+    raw_doc = _field(obj, "doc", lambda v: v is None or isinstance(v, dict), "an object or null")
+    op = _field(obj, "op", lambda v: v is None or isinstance(v, str), "a string or null")
+    cluster_time = _field(
+        obj, "cluster_time", lambda v: v is None or _is_number(v), "a number or null"
+    )
+    published_at = _field(obj, "published_at", _is_number, "a number")
+    refetch = _field(obj, "refetch", lambda v: isinstance(v, bool), "a bool", required=False)
+    reason = _field(
+        obj, "reason", lambda v: v is None or isinstance(v, str), "a string", required=False
+    )
+    try:
+        doc = None if raw_doc is None else from_ejson(raw_doc)
+    except (RecursionError, Exception) as e:  # bson raises many types for bad extended JSON
+        raise MessageError("bad_field", f"doc is not valid extended JSON: {e!r:.120}") from e
+    return Message(
+        kind=kind,
+        seq=seq,
+        epoch=epoch,
+        key=key,
+        doc=doc,
+        op=op,
+        cluster_time=None if cluster_time is None else float(cluster_time),
+        published_at=float(published_at),
+        refetch=bool(refetch),
+        reason=reason,
+    )

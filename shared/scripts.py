@@ -1,0 +1,82 @@
+"""Lua scripts that make every leader write fenced and every sequence number gap-free.
+
+Each script first checks that ``{ns}:leader`` still names the caller *and* that
+``{ns}:epoch`` still equals the caller's term, so a paused ex-leader that wakes up after
+its lease expired can neither publish nor move the resume token. ``PUBLISH`` and the
+``INCR`` of ``{ns}:seq`` happen in the same script, so a sequence number is never taken
+without its message going out (and never sent twice).
+
+The message body is encoded in Python without ``seq``; the script splices
+``"seq":N`` in front of the body's other fields. Scripts run through redis-py's
+``Script`` objects (EVALSHA with a reload on NOSCRIPT), so a restarted Redis that lost its
+script cache is handled transparently.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+#: Return value of a fenced script whose caller no longer holds the lease.
+FENCED_OUT: Final = -1
+
+_FENCE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
+if redis.call('GET', KEYS[2]) ~= ARGV[2] then return -1 end
+"""
+
+#: KEYS: leader, epoch. ARGV: instance id, ttl ms.
+#: Returns the new epoch (fencing token) when the lease was free, else 0.
+ACQUIRE: Final = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', tonumber(ARGV[2])) then
+  return redis.call('INCR', KEYS[2])
+end
+return 0
+"""
+
+#: KEYS: leader, epoch. ARGV: instance id, epoch, ttl ms. Returns 1, or -1 when fenced out.
+RENEW: Final = (
+    _FENCE
+    + """
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]))
+return 1
+"""
+)
+
+#: KEYS: leader, epoch. ARGV: instance id, epoch. Deletes the lease; 1, or -1 if not ours.
+RELEASE: Final = (
+    _FENCE
+    + """
+redis.call('DEL', KEYS[1])
+return 1
+"""
+)
+
+#: KEYS: leader, epoch, seq. ARGV: instance id, epoch, channel, body (JSON object without
+#: seq), "1" to take the next seq or "0" to repeat the current one (heartbeat).
+#: Returns {seq, receivers}, or -1 when fenced out.
+PUBLISH: Final = (
+    _FENCE
+    + """
+local seq
+if ARGV[5] == '1' then
+  seq = redis.call('INCR', KEYS[3])
+else
+  seq = tonumber(redis.call('GET', KEYS[3]) or '0')
+end
+local body = ARGV[4]
+local msg = '{"seq":' .. string.format('%d', seq) .. ',' .. string.sub(body, 2)
+local receivers = redis.call('PUBLISH', ARGV[3], msg)
+return {seq, receivers}
+"""
+)
+
+#: KEYS: leader, epoch, resume. ARGV: instance id, epoch, token (extended JSON),
+#: cluster time (or ""), saved-at (unix seconds). Returns 1, or -1 when fenced out.
+SAVE_TOKEN: Final = (
+    _FENCE
+    + """
+redis.call('HSET', KEYS[3], 'token', ARGV[3], 'epoch', ARGV[2], 'cluster_time', ARGV[4],
+           'saved_at', ARGV[5], 'saved_by', ARGV[1])
+return 1
+"""
+)

@@ -1,0 +1,282 @@
+"""All configuration of source-config-cache, read once from ``SCC_*`` environment variables.
+
+One object, nested by concern; each process builds it once at its entry point with
+:func:`load_settings` and passes the parts it needs down as ``settings=``. No other module
+reads the environment. A missing or malformed variable raises :class:`ConfigError` whose
+one-line message names the variable, so start-up fails with a clear line, not a traceback.
+
+The variable names are the flat ones of DESIGN.md (``SCC_MONGODB_URI``,
+``SCC_LEADER_TTL_MS``, ...); each group below lists the variables it owns.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from typing import Any, Literal, TypeVar
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.errors import ConfigError
+
+
+def _default_instance_id() -> str:
+    # host-pid as DESIGN.md says, plus a short random suffix: a container restarted in
+    # the same pod keeps host and pid 1, and must not be mistaken for its dead self.
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
+
+
+class _Group(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SCC_", extra="ignore", frozen=True, validate_default=True
+    )
+
+
+class MongoSettings(_Group):
+    """Where the source configs live."""
+
+    uri: SecretStr = Field(validation_alias=AliasChoices("SCC_MONGODB_URI", "uri"))
+    """MongoDB connection string (``mongodb://`` or ``mongodb+srv://``); validated by PyMongo."""
+
+    database: str = Field(
+        default="ingestion", validation_alias=AliasChoices("SCC_MONGODB_DATABASE", "database")
+    )
+    """Database holding the collection."""
+
+    collection: str = Field(
+        default="source_configs",
+        validation_alias=AliasChoices("SCC_MONGODB_COLLECTION", "collection"),
+    )
+    """Collection of source configs that every replica mirrors."""
+
+    key_field: str = Field(
+        default="source_id", validation_alias=AliasChoices("SCC_KEY_FIELD", "key_field")
+    )
+    """Document field that identifies a config (unique, string)."""
+
+    timeout_ms: int = Field(
+        default=5000, ge=100, validation_alias=AliasChoices("SCC_MONGODB_TIMEOUT_MS", "timeout_ms")
+    )
+    """Server selection / socket timeout for MongoDB operations, in milliseconds."""
+
+    @field_validator("database", "collection", "key_field")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+
+class RedisSettings(_Group):
+    """Where leases, tokens, sequence numbers and the invalidation channel live."""
+
+    url: SecretStr = Field(
+        default=SecretStr("redis://localhost:6379/0"),
+        validation_alias=AliasChoices("SCC_REDIS_URL", "url"),
+    )
+    """Redis URL (``redis://``, ``rediss://`` for TLS, credentials allowed)."""
+
+    namespace: str = Field(
+        default="scc", validation_alias=AliasChoices("SCC_NAMESPACE", "namespace")
+    )
+    """Prefix of every key and channel; two deployments can share one Redis."""
+
+    @field_validator("url")
+    @classmethod
+    def _redis_scheme(cls, value: SecretStr) -> SecretStr:
+        scheme = value.get_secret_value().split("://", 1)[0]
+        if scheme not in {"redis", "rediss", "unix"}:
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace_shape(cls, value: str) -> str:
+        if not value or any(c.isspace() for c in value):
+            raise ValueError("must be non-empty and contain no whitespace")
+        return value
+
+
+class TimingSettings(_Group):
+    """Lease, heartbeat and staleness timing shared by watchers and replicas."""
+
+    leader_ttl_ms: int = Field(
+        default=5000, ge=300, validation_alias=AliasChoices("SCC_LEADER_TTL_MS", "leader_ttl_ms")
+    )
+    """Leader lease time-to-live; a dead leader is replaced within about this long."""
+
+    heartbeat_interval_ms: int = Field(
+        default=1000,
+        ge=50,
+        validation_alias=AliasChoices("SCC_HEARTBEAT_INTERVAL_MS", "heartbeat_interval_ms"),
+    )
+    """How often the leader publishes a heartbeat; replicas call a watcher silent after 3."""
+
+    max_await_ms: int = Field(
+        default=1000, ge=10, validation_alias=AliasChoices("SCC_MAX_AWAIT_MS", "max_await_ms")
+    )
+    """Longest a change-stream getMore waits before an (empty) batch comes back."""
+
+    token_save_interval_ms: int = Field(
+        default=1000,
+        ge=0,
+        validation_alias=AliasChoices("SCC_TOKEN_SAVE_INTERVAL_MS", "token_save_interval_ms"),
+    )
+    """Minimum time between resume-token saves on empty batches (quiet collection)."""
+
+    max_staleness_s: float = Field(
+        default=30.0, gt=0, validation_alias=AliasChoices("SCC_MAX_STALENESS_S", "max_staleness_s")
+    )
+    """While the change stream is silent, lookups read MongoDB once the cache is this old."""
+
+    negative_ttl_ms: int = Field(
+        default=2000, ge=0, validation_alias=AliasChoices("SCC_NEGATIVE_TTL_MS", "negative_ttl_ms")
+    )
+    """How long a "not in MongoDB" answer is remembered (cleared early by a message)."""
+
+    resync_jitter_ms: int = Field(
+        default=250,
+        ge=0,
+        validation_alias=AliasChoices("SCC_RESYNC_JITTER_MS", "resync_jitter_ms"),
+    )
+    """Replicas wait a random 0..this before reloading on a broadcast resync."""
+
+
+class HttpSettings(_Group):
+    """The process's own HTTP server (health, metrics, and on replicas the events API)."""
+
+    host: str = Field(default="0.0.0.0", validation_alias=AliasChoices("SCC_HTTP_HOST", "host"))
+    """Address to listen on."""
+
+    port: int = Field(
+        default=8080, ge=0, le=65535, validation_alias=AliasChoices("SCC_HTTP_PORT", "port")
+    )
+    """Port to listen on (0 picks a free one)."""
+
+
+class SecuritySettings(_Group):
+    """Optional shared secrets."""
+
+    message_hmac_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("SCC_MESSAGE_HMAC_KEY", "message_hmac_key"),
+    )
+    """When set, watchers sign every message (HMAC-SHA256) and replicas reject unsigned ones."""
+
+    ingest_token: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("SCC_INGEST_TOKEN", "ingest_token")
+    )
+    """When set, ``POST /events/blob`` requires it (``X-Ingest-Token`` header or ``?token=``)."""
+
+    @field_validator("message_hmac_key", "ingest_token")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters when set")
+        return value
+
+
+class ProcessSettings(_Group):
+    """Identity and logging of this process."""
+
+    instance_id: str = Field(
+        default_factory=_default_instance_id,
+        validation_alias=AliasChoices("SCC_INSTANCE_ID", "instance_id"),
+    )
+    """Unique name of this process in Redis (default: host-pid-random)."""
+
+    log_format: Literal["json", "console"] = Field(
+        default="json", validation_alias=AliasChoices("SCC_LOG_FORMAT", "log_format")
+    )
+    """``json`` for production, ``console`` for a terminal."""
+
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", validation_alias=AliasChoices("SCC_LOG_LEVEL", "log_level")
+    )
+    """Lowest level logged."""
+
+    @field_validator("log_format", "log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("instance_id")
+    @classmethod
+    def _no_blank_id(cls, value: str) -> str:
+        if not value or any(c.isspace() for c in value):
+            raise ValueError("must be non-empty and contain no whitespace")
+        return value
+
+
+_G = TypeVar("_G", bound=_Group)
+
+
+def load_group(cls: type[_G], **overrides: Any) -> _G:
+    """Build one settings group from the environment (``overrides`` win).
+
+    Raises :class:`ConfigError` naming the first bad variable, e.g.
+    ``SCC_LEADER_TTL_MS: Input should be a valid integer (got 'abc')``.
+    """
+    try:
+        return cls(**overrides)
+    except ValidationError as e:
+        raise ConfigError(_one_line(cls, e)) from e
+
+
+def _one_line(cls: type[_Group], error: ValidationError) -> str:
+    first = error.errors()[0]
+    loc = str(first["loc"][0]) if first["loc"] else "?"
+    name, info = loc, None
+    for field, candidate in cls.model_fields.items():
+        alias = candidate.validation_alias
+        choices = alias.choices if isinstance(alias, AliasChoices) else []
+        if loc == field or loc in choices:
+            name, info = str(choices[0]) if choices else field, candidate
+    got = first.get("input")
+    shown = "" if first["type"] == "missing" or _is_secret(info) else f" (got {got!r})"
+    message = "is required but not set" if first["type"] == "missing" else first["msg"]
+    return f"{name}: {message}{shown}"
+
+
+def _is_secret(info: Any) -> bool:
+    return info is not None and "SecretStr" in str(info.annotation)
+
+
+class Settings:
+    """Everything a process may need, grouped; build with :func:`load_settings`."""
+
+    __slots__ = ("http", "mongo", "process", "redis", "security", "timing")
+
+    def __init__(
+        self,
+        *,
+        mongo: MongoSettings,
+        redis: RedisSettings,
+        timing: TimingSettings,
+        http: HttpSettings,
+        security: SecuritySettings,
+        process: ProcessSettings,
+    ) -> None:
+        self.mongo = mongo
+        self.redis = redis
+        self.timing = timing
+        self.http = http
+        self.security = security
+        self.process = process
+
+
+def load_settings(**overrides: dict[str, Any]) -> Settings:
+    """Read every group from the environment; ``overrides`` maps group name → field values.
+
+    Raises :class:`ConfigError` with one line naming the bad variable.
+    """
+    return Settings(
+        mongo=load_group(MongoSettings, **overrides.get("mongo", {})),
+        redis=load_group(RedisSettings, **overrides.get("redis", {})),
+        timing=load_group(TimingSettings, **overrides.get("timing", {})),
+        http=load_group(HttpSettings, **overrides.get("http", {})),
+        security=load_group(SecuritySettings, **overrides.get("security", {})),
+        process=load_group(ProcessSettings, **overrides.get("process", {})),
+    )
