@@ -1,0 +1,44 @@
+"""Factories for the two clients every process needs, configured the same way everywhere.
+
+MongoDB: one ``AsyncMongoClient`` per event loop, ``uuidRepresentation=standard`` and naive
+UTC datetimes, so a document read by ``find`` equals the same document decoded from a
+message (see :mod:`shared.messages`). Redis: redis-py's asyncio client with bounded
+connect/read timeouts, so a dead or hung Redis surfaces as an error instead of a hang.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis.asyncio as aioredis
+from pymongo import AsyncMongoClient
+
+from shared.settings import MongoSettings, RedisSettings
+
+#: Options under which a document read from MongoDB equals its message-decoded twin.
+MONGO_DOCUMENT_OPTIONS: dict[str, Any] = {"uuidRepresentation": "standard", "tz_aware": False}
+
+
+def make_mongo(settings: MongoSettings, *, appname: str, **extra: Any) -> AsyncMongoClient[Any]:
+    """An async MongoDB client for ``settings.uri`` (PyMongo validates the URI)."""
+    options: dict[str, Any] = {
+        **MONGO_DOCUMENT_OPTIONS,
+        "serverSelectionTimeoutMS": settings.timeout_ms,
+        "connectTimeoutMS": settings.timeout_ms,
+        "appname": appname,
+        **extra,
+    }
+    return AsyncMongoClient(settings.uri.get_secret_value(), **options)
+
+
+def make_redis(
+    settings: RedisSettings, *, client_name: str, socket_timeout: float = 5.0
+) -> aioredis.Redis:
+    """An asyncio Redis client (bytes responses) with bounded timeouts."""
+    return aioredis.Redis.from_url(
+        settings.url.get_secret_value(),
+        socket_connect_timeout=min(socket_timeout, 2.0),
+        socket_timeout=socket_timeout,
+        client_name=client_name,
+        decode_responses=False,
+    )
