@@ -20,9 +20,7 @@ async def no_leftover_tasks(request: pytest.FixtureRequest) -> AsyncIterator[Non
     current = asyncio.current_task()
     for _ in range(5):
         await asyncio.sleep(0)
-    leftover = [
-        t for t in asyncio.all_tasks() - before if t is not current and not t.done()
-    ]
+    leftover = [t for t in asyncio.all_tasks() - before if t is not current and not t.done()]
     if leftover:
         for t in leftover:
             t.cancel()

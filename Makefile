@@ -1,0 +1,32 @@
+# The one command surface; CI runs `make test` through .ci/run.
+.PHONY: setup lint test unit integration bench chaos demo run clean
+
+setup:           ## install redis-server (apt) and .venv with all dependencies
+	scripts/setup.sh
+
+lint: setup      ## ruff, ruff format --check, mypy --strict, import-linter
+	scripts/lint.sh
+
+test:            ## everything CI runs: setup, lint, all test suites, quick benchmarks
+	scripts/test.sh
+
+unit: setup
+	.venv/bin/python -m pytest -p no:cacheprovider tests/unit
+
+integration: setup
+	.venv/bin/python -m pytest -p no:cacheprovider tests/integration tests/contract
+
+bench: setup     ## benchmarks (add ARGS=--full for the long run)
+	.venv/bin/python -m bench $(ARGS)
+
+chaos: setup     ## fault-injection scenarios against real processes
+	.venv/bin/python -m tests.chaos $(ARGS)
+
+demo: setup      ## local demo without Docker
+	.venv/bin/python -m tests.support.demo
+
+run:             ## the whole system in Docker (MongoDB replica set, Redis, watchers, replicas)
+	docker compose up --build
+
+clean:
+	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,0 +1,225 @@
+"""The invalidation message codec: round trips, BSON types, signatures, and total rejection."""
+
+from __future__ import annotations
+
+import datetime
+import math
+import uuid
+from typing import Any
+
+import orjson
+import pytest
+from bson import Decimal128, ObjectId
+from bson.binary import Binary
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shared.errors import MESSAGE_ERROR_REASONS, MessageError
+from shared.messages import (
+    MAX_MESSAGE_BYTES,
+    Message,
+    decode,
+    encode,
+    encode_body,
+    splice_seq,
+)
+
+KEY = b"k" * 32
+
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.text(max_size=20)
+    | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.text(max_size=8).filter(lambda k: not k.startswith("$")), children, max_size=4
+        )
+    ),
+    max_leaves=20,
+)
+docs = st.dictionaries(
+    st.text(min_size=1, max_size=10).filter(lambda k: not k.startswith("$")),
+    json_values,
+    max_size=6,
+)
+numbers = st.floats(allow_nan=False, allow_infinity=False)
+
+
+@st.composite
+def messages(draw: st.DrawFn) -> Message:
+    kind = draw(st.sampled_from(["upsert", "delete", "resync", "heartbeat"]))
+    refetch = kind == "upsert" and draw(st.booleans())
+    key = draw(st.text(min_size=1, max_size=30)) if kind in ("upsert", "delete") else None
+    doc = draw(docs) if kind == "upsert" and not refetch else None
+    return Message(
+        kind=kind,
+        seq=draw(st.integers(min_value=0, max_value=2**63 - 1)),
+        epoch=draw(st.integers(min_value=0, max_value=2**63 - 1)),
+        key=key,
+        doc=doc,
+        op=draw(st.none() | st.sampled_from(["insert", "update", "replace", "delete"])),
+        cluster_time=draw(st.none() | numbers),
+        published_at=draw(numbers),
+        refetch=refetch,
+        reason=draw(st.none() | st.text(max_size=20)) if kind == "resync" else None,
+    )
+
+
+@given(messages(), st.booleans())
+def test_every_valid_message_round_trips(message: Message, signed: bool) -> None:
+    """Encoding then decoding any valid message, signed or not, gives the same message."""
+    key = KEY if signed else None
+    assert decode(encode(message, hmac_key=key), hmac_key=key) == message
+
+
+@settings(max_examples=300)
+@given(st.binary(max_size=300) | st.text(max_size=300).map(str.encode))
+def test_any_bytes_decode_or_raise_message_error(raw: bytes) -> None:
+    """Arbitrary bytes either decode to a valid message or raise MessageError, nothing else."""
+    try:
+        message = decode(raw)
+    except MessageError as e:
+        assert e.reason in MESSAGE_ERROR_REASONS
+    else:
+        assert isinstance(message, Message)
+
+
+@settings(max_examples=300)
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "v",
+                "seq",
+                "epoch",
+                "kind",
+                "key",
+                "doc",
+                "op",
+                "cluster_time",
+                "published_at",
+                "refetch",
+                "reason",
+                "sig",
+            ]
+        ),
+        json_values | st.sampled_from(["upsert", "delete", "resync", "heartbeat"]),
+    )
+)
+def test_any_json_object_decodes_or_raises_message_error(obj: dict[str, Any]) -> None:
+    """Objects with the right field names but arbitrary values never escape as other errors."""
+    for key in (None, KEY):
+        try:
+            decode(orjson.dumps(obj), hmac_key=key)
+        except MessageError as e:
+            assert e.reason in MESSAGE_ERROR_REASONS
+
+
+def test_bson_values_survive_the_trip_as_pymongo_returns_them() -> None:
+    """ObjectId, datetime, Decimal128, binary, UUID and NaN come back as the types find returns."""
+    doc = {
+        "_id": ObjectId(),
+        "source_id": "s1",
+        "updated_at": datetime.datetime(2024, 5, 6, 7, 8, 9, 123000),
+        "price": Decimal128("12.50"),
+        "blob": Binary(b"\x00\x01", 5),
+        "plain_bytes": b"ab",
+        "uid": uuid.UUID("12345678-1234-5678-1234-567812345678"),
+        "nested": [{"oid": ObjectId()}, 2**40],
+        "nan": float("nan"),
+    }
+    message = Message(kind="upsert", seq=1, epoch=1, key="s1", doc=doc)
+    back = decode(encode(message)).doc
+    assert back is not None
+    assert math.isnan(back.pop("nan"))
+    expected = {k: v for k, v in doc.items() if k != "nan"}
+    assert back == expected
+    assert isinstance(back["_id"], ObjectId) and isinstance(back["price"], Decimal128)
+    assert isinstance(back["blob"], Binary) and back["blob"].subtype == 5
+
+
+def test_body_has_no_seq_and_splice_puts_it_first() -> None:
+    """The watcher's body omits seq; splicing yields the full message with that seq."""
+    body = encode_body(Message(kind="heartbeat", seq=0, epoch=3, published_at=1.0))
+    assert b'"seq"' not in body
+    assert decode(splice_seq(body, 42)).seq == 42
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"{not json", "bad_json"),
+        (b"[1,2]", "not_an_object"),
+        (b'{"v":2,"seq":1}', "unknown_version"),
+        (b'{"v":true,"seq":1}', "unknown_version"),
+        (
+            b'{"v":1,"epoch":1,"kind":"resync","key":null,"doc":null,"op":null,'
+            b'"cluster_time":null,"published_at":1}',
+            "missing_field",
+        ),
+        (
+            b'{"v":1,"seq":-1,"epoch":1,"kind":"resync","key":null,"doc":null,"op":null,'
+            b'"cluster_time":null,"published_at":1}',
+            "bad_field",
+        ),
+        (
+            b'{"v":1,"seq":1,"epoch":1,"kind":"upsert","key":null,"doc":{},"op":null,'
+            b'"cluster_time":null,"published_at":1}',
+            "bad_field",
+        ),
+        (
+            b'{"v":1,"seq":1,"epoch":true,"kind":"resync","key":null,"doc":null,"op":null,'
+            b'"cluster_time":null,"published_at":1}',
+            "bad_field",
+        ),
+        (
+            b'{"v":1,"seq":1,"epoch":1,"kind":"upsert","key":"a","doc":{"x":{"$oid":"zz"}},'
+            b'"op":null,"cluster_time":null,"published_at":1}',
+            "bad_field",
+        ),
+    ],
+)
+def test_malformed_messages_name_their_problem(raw: bytes, reason: str) -> None:
+    """Each malformed input raises MessageError with the matching bounded reason."""
+    with pytest.raises(MessageError) as info:
+        decode(raw)
+    assert info.value.reason == reason
+
+
+def test_oversized_message_is_rejected_before_parsing() -> None:
+    """A message over the size limit is refused as oversized."""
+    with pytest.raises(MessageError) as info:
+        decode(b" " * (MAX_MESSAGE_BYTES + 1))
+    assert info.value.reason == "oversized"
+
+
+def test_signature_is_required_and_checked_when_keyed() -> None:
+    """With a key, unsigned and wrongly signed messages are rejected; a tampered doc too."""
+    message = Message(kind="upsert", seq=1, epoch=1, key="a", doc={"x": 1})
+    with pytest.raises(MessageError) as unsigned:
+        decode(encode(message), hmac_key=KEY)
+    assert unsigned.value.reason == "unsigned"
+    with pytest.raises(MessageError) as wrong:
+        decode(encode(message, hmac_key=b"other" * 8), hmac_key=KEY)
+    assert wrong.value.reason == "bad_signature"
+    tampered = encode(message, hmac_key=KEY).replace(b'"x":1', b'"x":2')
+    with pytest.raises(MessageError) as changed:
+        decode(tampered, hmac_key=KEY)
+    assert changed.value.reason == "bad_signature"
+
+
+def test_deeply_nested_document_is_rejected_not_crashing() -> None:
+    """A document nested deeper than the decoder can walk is a MessageError, not a crash."""
+    depth = 2000
+    raw = (
+        b'{"v":1,"seq":1,"epoch":1,"kind":"upsert","key":"a","op":null,"cluster_time":null,'
+        b'"published_at":1,"doc":' + b'{"a":' * depth + b"1" + b"}" * depth + b"}"
+    )
+    with pytest.raises(MessageError):
+        decode(raw)
