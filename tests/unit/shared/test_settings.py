@@ -111,3 +111,30 @@ def test_keys_follow_the_namespace() -> None:
     assert Keys("a*b").replica_pattern == "a\\*b:replica:*"
     with pytest.raises(ValueError):
         Keys("has space")
+
+
+def test_readme_configuration_table_lists_every_variable() -> None:
+    """The README's configuration table names exactly the variables the settings read."""
+    from pathlib import Path
+
+    from pydantic import AliasChoices
+
+    from shared import settings as module
+
+    groups = [
+        module.MongoSettings,
+        module.RedisSettings,
+        module.TimingSettings,
+        module.HttpSettings,
+        module.SecuritySettings,
+        module.ProcessSettings,
+    ]
+    names = set()
+    for group in groups:
+        for field in group.model_fields.values():
+            assert isinstance(field.validation_alias, AliasChoices)
+            names.add(str(field.validation_alias.choices[0]))
+    readme = (Path(__file__).parents[3] / "README.md").read_text()
+    table = readme.split("<!-- settings-table:start -->")[1].split("<!-- settings-table:end -->")[0]
+    listed = {line.split("`")[1] for line in table.splitlines() if line.startswith("| `SCC_")}
+    assert listed == names
