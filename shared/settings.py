@@ -210,6 +210,25 @@ class ProcessSettings(_Group):
         return value
 
 
+class WatcherSettings(_Group):
+    """Knobs only the watcher reads."""
+
+    max_message_bytes: int = Field(
+        default=256 * 1024,
+        ge=1024,
+        le=1024 * 1024,
+        validation_alias=AliasChoices("SCC_MAX_MESSAGE_BYTES", "max_message_bytes"),
+    )
+    """Largest message the watcher sends; a bigger document goes key-only with refetch."""
+
+    ready_max_lag_ms: int = Field(
+        default=10_000,
+        ge=100,
+        validation_alias=AliasChoices("SCC_WATCHER_READY_MAX_LAG_MS", "ready_max_lag_ms"),
+    )
+    """A leader is not ready once its change stream has been silent (no batch) this long."""
+
+
 _G = TypeVar("_G", bound=_Group)
 
 
@@ -247,7 +266,7 @@ def _is_secret(info: Any) -> bool:
 class Settings:
     """Everything a process may need, grouped; build with :func:`load_settings`."""
 
-    __slots__ = ("http", "mongo", "process", "redis", "security", "timing")
+    __slots__ = ("http", "mongo", "process", "redis", "security", "timing", "watcher")
 
     def __init__(
         self,
@@ -258,6 +277,7 @@ class Settings:
         http: HttpSettings,
         security: SecuritySettings,
         process: ProcessSettings,
+        watcher: WatcherSettings | None = None,
     ) -> None:
         self.mongo = mongo
         self.redis = redis
@@ -265,6 +285,7 @@ class Settings:
         self.http = http
         self.security = security
         self.process = process
+        self.watcher = watcher if watcher is not None else load_group(WatcherSettings)
 
 
 def load_settings(**overrides: dict[str, Any]) -> Settings:
@@ -279,4 +300,5 @@ def load_settings(**overrides: dict[str, Any]) -> Settings:
         http=load_group(HttpSettings, **overrides.get("http", {})),
         security=load_group(SecuritySettings, **overrides.get("security", {})),
         process=load_group(ProcessSettings, **overrides.get("process", {})),
+        watcher=load_group(WatcherSettings, **overrides.get("watcher", {})),
     )
