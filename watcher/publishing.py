@@ -1,0 +1,346 @@
+"""Turning change events into invalidation messages, and sending them fenced and numbered.
+
+Invariants:
+
+* Every message goes out through ONE call of the fenced ``PUBLISH`` script, which checks
+  the lease, takes the next ``{ns}:seq`` and publishes in the same atomic step, so
+  sequence numbers are gap-free across leaders and a deposed leader sends nothing.
+* A delete always names its key. The delete event carries only ``documentKey._id``, so
+  :class:`KeyMap` remembers ``_id → key`` from every post-image and from a scan when a term
+  starts; if the key is still unknown the watcher publishes ``resync`` rather than skip it.
+* A document whose message would exceed the size limit is sent key-only with
+  ``refetch: true`` (replicas read it from MongoDB).
+
+``cluster_time`` in messages is :func:`cluster_seconds` of the event's ``clusterTime``:
+``Timestamp.time + Timestamp.inc × 1e-6``. It is for humans and lag, not an ordering key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+import redis.asyncio as aioredis
+import structlog
+from bson import json_util
+from bson.json_util import CANONICAL_JSON_OPTIONS
+from bson.timestamp import Timestamp
+from opentelemetry.metrics import Histogram
+from redis.exceptions import RedisError
+
+from shared.errors import StoreUnavailable
+from shared.keys import Keys
+from shared.messages import Kind, Message, encode_body
+from shared.scripts import FENCED_OUT, PUBLISH
+from watcher.electing import Leadership, Term
+from watcher.errors import FencedOut
+from watcher.reporting import WatcherStats
+from watcher.timing import Clock, wait_event
+
+log = structlog.get_logger("watcher.publishing")
+
+#: Default largest message (bytes) before a document is sent key-only with ``refetch``.
+DEFAULT_MAX_MESSAGE_BYTES: Final = 256 * 1024
+#: Room kept for the ``"seq":N,`` the script splices in.
+_SEQ_ROOM: Final = 32
+#: Change kinds that carry (or delete) one document.
+DOCUMENT_OPS: Final = frozenset({"insert", "update", "replace"})
+
+
+def cluster_seconds(value: object) -> float | None:
+    """A BSON ``Timestamp`` as float seconds (``time + inc × 1e-6``); None otherwise."""
+    if isinstance(value, Timestamp):
+        return value.time + value.inc / 1_000_000
+    return None
+
+
+class Channel(Protocol):
+    """The fenced publish port (Redis in production, a list in unit tests)."""
+
+    async def publish(self, body: bytes, *, epoch: int, incr: bool) -> int:
+        """Publish ``body`` (JSON without seq) as term ``epoch``; returns the seq used.
+
+        ``incr`` takes the next seq; otherwise the current one is repeated (heartbeat).
+        Raises :class:`FencedOut` when the lease is not ours, :class:`StoreUnavailable`.
+        """
+        ...
+
+
+class RedisChannel:
+    """:class:`Channel` through ``shared.scripts.PUBLISH`` on ``{ns}:invalidations``."""
+
+    def __init__(self, redis: aioredis.Redis, keys: Keys, instance_id: str) -> None:
+        self._keys = [keys.leader, keys.epoch, keys.seq]
+        self._channel = keys.invalidations
+        self._id = instance_id
+        self._script = redis.register_script(PUBLISH)
+
+    async def publish(self, body: bytes, *, epoch: int, incr: bool) -> int:
+        """Run the script; the seq it assigned (or repeated)."""
+        args: list[str | int | bytes] = [self._id, epoch, self._channel, body, "1" if incr else "0"]
+        try:
+            result = await self._script(keys=self._keys, args=args)
+        except RedisError as e:
+            raise StoreUnavailable(f"publish failed: {e}") from e
+        if not isinstance(result, list):
+            if int(result) == FENCED_OUT:
+                raise FencedOut(f"publish refused: epoch {epoch} no longer holds the lease")
+            raise StoreUnavailable(f"publish script returned {result!r}")
+        return int(result[0])
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """A message before the publisher stamps epoch, time and (in Redis) seq."""
+
+    kind: Kind
+    op: str | None
+    key: str | None = None
+    doc: dict[str, Any] | None = None
+    cluster_time: float | None = None
+    reason: str | None = None
+
+
+def resync(reason: str, *, op: str | None = None) -> Draft:
+    """A ``resync`` draft (replicas reload everything)."""
+    return Draft(kind="resync", op=op, reason=reason)
+
+
+def _hashable(value: Any) -> Hashable:
+    if isinstance(value, Hashable) and not isinstance(value, Mapping | list):
+        return ("v", type(value).__name__, value)
+    return ("ejson", json_util.dumps(value, json_options=CANONICAL_JSON_OPTIONS))
+
+
+def key_of(doc: Mapping[str, Any], key_field: str) -> str | None:
+    """The document's key (``key_field``, dotted paths allowed) if it is a non-empty string."""
+    value: Any = doc
+    for part in key_field.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return None
+        value = value[part]
+    return value if isinstance(value, str) and value else None
+
+
+class KeyMap:
+    """``_id → key`` for every document this watcher has seen, so deletes can name keys."""
+
+    def __init__(self) -> None:
+        self._keys: dict[Hashable, str] = {}
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def get(self, doc_id: Any) -> str | None:
+        """The last key seen for ``doc_id``."""
+        return self._keys.get(_hashable(doc_id))
+
+    def learn(self, doc_id: Any, key: str) -> None:
+        """Remember ``doc_id``'s key."""
+        self._keys[_hashable(doc_id)] = key
+
+    def forget(self, doc_id: Any) -> str | None:
+        """Drop ``doc_id``; its last key, if known."""
+        return self._keys.pop(_hashable(doc_id), None)
+
+
+class Translator:
+    """Change event → drafts (usually one; two when a document's key changed)."""
+
+    def __init__(self, *, key_field: str, keys: KeyMap, stats: WatcherStats) -> None:
+        self._key_field = key_field
+        self.keys = keys
+        self._stats = stats
+
+    def drafts(self, change: Mapping[str, Any]) -> list[Draft]:
+        """Drafts for ``change``; restart events are the follower's job, not this one's."""
+        op = str(change.get("operationType"))
+        cluster_time = cluster_seconds(change.get("clusterTime"))
+        doc_key = change.get("documentKey")
+        has_id = isinstance(doc_key, Mapping) and "_id" in doc_key
+        doc_id = doc_key["_id"] if isinstance(doc_key, Mapping) and has_id else None
+        if op not in DOCUMENT_OPS and op != "delete":
+            return self._skip(op, "unhandled_op")
+        if not has_id:
+            return self._skip(op, "no_document_key")
+        doc = change.get("fullDocument")
+        if op == "delete" or doc is None:
+            # delete, or an update/replace whose post-image lookup found nothing: gone.
+            key = self._forget(doc_id) if op == "delete" else self._known(doc_id)
+            if key is None:
+                log.warning("delete of a document whose key is unknown; resync", op=op)
+                return [Draft(kind="resync", op=op, reason="unknown_delete_key")]
+            return [Draft(kind="delete", op=op, key=key, cluster_time=cluster_time)]
+        if not isinstance(doc, Mapping):
+            return self._skip(op, "bad_full_document")
+        key = key_of(doc, self._key_field)
+        previous = self._known(doc_id)
+        out: list[Draft] = []
+        if previous is not None and previous != key:
+            out.append(Draft(kind="delete", op=op, key=previous, cluster_time=cluster_time))
+        if key is None:
+            self.keys.forget(doc_id)
+            self._skip(op, "no_key")
+            return out
+        self.keys.learn(doc_id, key)
+        out.append(Draft(kind="upsert", op=op, key=key, doc=dict(doc), cluster_time=cluster_time))
+        return out
+
+    def _known(self, doc_id: Any) -> str | None:
+        if self._key_field == "_id":
+            return doc_id if isinstance(doc_id, str) and doc_id else None
+        return self.keys.get(doc_id)
+
+    def _forget(self, doc_id: Any) -> str | None:
+        known = self._known(doc_id)
+        self.keys.forget(doc_id)
+        return known
+
+    def _skip(self, op: str, reason: str) -> list[Draft]:
+        self._stats.skipped[reason] += 1
+        log.warning(
+            "change event not published",
+            op=op,
+            reason=reason,
+            key_field=self._key_field,
+            hint="documents need a non-empty string key field",
+        )
+        return []
+
+
+class Publisher:
+    """Stamps drafts with the term and time, encodes, and sends them fenced."""
+
+    def __init__(
+        self,
+        *,
+        channel: Channel,
+        leadership: Leadership,
+        stats: WatcherStats,
+        clock: Clock,
+        histogram: Histogram | None = None,
+        hmac_key: bytes | None = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
+        self._channel = channel
+        self._leadership = leadership
+        self._stats = stats
+        self._clock = clock
+        self._histogram = histogram
+        self._hmac_key = hmac_key
+        self._max_bytes = max_message_bytes
+        #: ``cluster_time`` of the last change published (carried by heartbeats).
+        self.last_cluster_time: float | None = None
+        #: The last seq this publisher was given by the script.
+        self.last_seq: int | None = None
+
+    def _body(self, draft: Draft, epoch: int) -> bytes:
+        message = Message(
+            kind=draft.kind,
+            seq=0,
+            epoch=epoch,
+            key=draft.key,
+            doc=draft.doc,
+            op=draft.op,
+            cluster_time=draft.cluster_time,
+            published_at=self._clock.wall(),
+            reason=draft.reason,
+        )
+        body = encode_body(message, hmac_key=self._hmac_key)
+        if draft.kind != "upsert" or len(body) + _SEQ_ROOM <= self._max_bytes:
+            return body
+        self._stats.oversized += 1
+        log.warning(
+            "document too large for a message; sent key-only for refetch",
+            key=draft.key,
+            bytes=len(body),
+            limit=self._max_bytes,
+        )
+        slim = Message(
+            kind="upsert",
+            seq=0,
+            epoch=epoch,
+            key=draft.key,
+            op=draft.op,
+            cluster_time=draft.cluster_time,
+            published_at=message.published_at,
+            refetch=True,
+        )
+        return encode_body(slim, hmac_key=self._hmac_key)
+
+    async def send(self, draft: Draft, term: Term) -> int:
+        """Publish ``draft`` in ``term``; its seq. Raises :class:`NotLeader`/``FencedOut``."""
+        self._leadership.ensure(term)
+        body = self._body(draft, term.epoch)
+        started = time.perf_counter()
+        try:
+            seq = await self._channel.publish(body, epoch=term.epoch, incr=True)
+        except FencedOut:
+            self._stats.fenced += 1
+            raise
+        if self._histogram is not None:
+            self._histogram.record(time.perf_counter() - started)
+        self.last_seq = seq
+        if draft.kind == "resync":
+            self._stats.resyncs[draft.reason or "unknown"] += 1
+            log.warning("resync published", seq=seq, epoch=term.epoch, reason=draft.reason)
+        else:
+            self._stats.events[draft.op or draft.kind] += 1
+            self._stats.last_event_at = self._clock.wall()
+            if draft.cluster_time is not None:
+                self.last_cluster_time = draft.cluster_time
+            log.debug("published", seq=seq, epoch=term.epoch, kind=draft.kind, key=draft.key)
+        return seq
+
+    async def heartbeat(self, term: Term) -> int:
+        """Publish a ``heartbeat`` carrying the current seq (not incremented)."""
+        self._leadership.ensure(term)
+        message = Message(
+            kind="heartbeat",
+            seq=0,
+            epoch=term.epoch,
+            cluster_time=self.last_cluster_time,
+            published_at=self._clock.wall(),
+        )
+        try:
+            seq = await self._channel.publish(
+                encode_body(message, hmac_key=self._hmac_key), epoch=term.epoch, incr=False
+            )
+        except FencedOut:
+            self._stats.fenced += 1
+            raise
+        self.last_seq = seq
+        return seq
+
+
+async def run_heartbeats(
+    publisher: Publisher,
+    term: Term,
+    stop: asyncio.Event,
+    *,
+    interval_ms: int,
+    stats: WatcherStats,
+    clock: Clock,
+) -> None:
+    """Publish a heartbeat every interval while leading ``term``; ends on ``stop``.
+
+    A Redis failure is logged and retried next interval (the lease loop decides whether
+    we still lead); :class:`FencedOut` ends the loop so the session steps down.
+    """
+    interval = interval_ms / 1000
+    failing = False
+    while not stop.is_set():
+        try:
+            async with asyncio.timeout(max(interval, 0.5)):
+                await publisher.heartbeat(term)
+        except (StoreUnavailable, TimeoutError) as e:
+            stats.record_error("heartbeat", e, at=clock.wall())
+            if not failing:
+                log.warning("heartbeat publish failed", epoch=term.epoch, error=type(e).__name__)
+            failing = True
+        else:
+            failing = False
+        await wait_event(stop, interval)

@@ -1,0 +1,245 @@
+"""One watcher process: its components wired together and supervised, with ordered shutdown.
+
+Root tasks (all named, all in one ``TaskGroup``; if one dies it is logged and the group —
+hence the process — ends with an error so the orchestrator restarts it):
+
+``watcher.leading``  waits for leadership, runs a leader *session* (follower + heartbeat)
+                     and cancels it the instant leadership is revoked;
+``watcher.elector``  the lease loop;
+``watcher.status``   rewrites ``{ns}:watcher:{id}``;
+``watcher.http``     health and metrics.
+
+Shutdown is a relay, so every step happens while the step before still holds: ``stop`` →
+the session stops intake, finishes its in-flight publish and saves the token (shielded)
+→ the elector releases the lease (shielded) → the status key is deleted → HTTP closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+import structlog
+
+from shared.keys import Keys
+from shared.settings import Settings
+from shared.telemetry import Telemetry, render_metrics
+from watcher.electing import ElectionTiming, Elector, Leadership, Lease, RedisLease, Term
+from watcher.errors import NotLeader
+from watcher.publishing import Channel, KeyMap, Publisher, RedisChannel, Translator, run_heartbeats
+from watcher.reporting import StatusWriter, WatcherStats, register_metrics
+from watcher.resuming import RedisTokenStore, TokenStore
+from watcher.serving import HealthServer
+from watcher.timing import SYSTEM_CLOCK, Clock
+from watcher.watching import ChangeSource, Follower
+
+log = structlog.get_logger("watcher.running")
+
+
+@dataclass(frozen=True, slots=True)
+class Ports:
+    """The outside world of a watcher; Redis adapters unless a test passes fakes."""
+
+    lease: Lease
+    tokens: TokenStore
+    channel: Channel
+
+
+def redis_ports(redis: aioredis.Redis, keys: Keys, instance_id: str) -> Ports:
+    """The production ports on one Redis client."""
+    return Ports(
+        lease=RedisLease(redis, keys, instance_id),
+        tokens=RedisTokenStore(redis, keys, instance_id),
+        channel=RedisChannel(redis, keys, instance_id),
+    )
+
+
+class Watcher:
+    """Everything one watcher process runs; :meth:`run` until ``stop`` is set."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        redis: aioredis.Redis,
+        source: ChangeSource,
+        telemetry: Telemetry,
+        clock: Clock = SYSTEM_CLOCK,
+        ports: Ports | None = None,
+    ) -> None:
+        instance_id = settings.process.instance_id
+        keys = Keys(settings.redis.namespace)
+        ports = ports or redis_ports(redis, keys, instance_id)
+        timing = settings.timing
+        self.settings = settings
+        self.clock = clock
+        self.stats = WatcherStats(instance_id=instance_id, started_at=clock.wall())
+        self.leadership = Leadership(clock)
+        self.elector = Elector(
+            lease=ports.lease,
+            leadership=self.leadership,
+            timing=ElectionTiming(ttl_ms=timing.leader_ttl_ms),
+            clock=clock,
+        )
+        histogram = register_metrics(telemetry.meter("watcher"), self.stats, self.leadership, clock)
+        hmac = settings.security.message_hmac_key
+        self.publisher = Publisher(
+            channel=ports.channel,
+            leadership=self.leadership,
+            stats=self.stats,
+            clock=clock,
+            histogram=histogram,
+            hmac_key=None if hmac is None else hmac.get_secret_value().encode(),
+            max_message_bytes=settings.watcher.max_message_bytes,
+        )
+        self.follower = Follower(
+            source=source,
+            tokens=ports.tokens,
+            publisher=self.publisher,
+            translator=Translator(
+                key_field=settings.mongo.key_field, keys=KeyMap(), stats=self.stats
+            ),
+            leadership=self.leadership,
+            stats=self.stats,
+            clock=clock,
+            key_field=settings.mongo.key_field,
+            token_save_interval_ms=timing.token_save_interval_ms,
+        )
+        self.status = StatusWriter(
+            redis=redis,
+            keys=keys,
+            stats=self.stats,
+            leadership=self.leadership,
+            interval_ms=timing.heartbeat_interval_ms,
+            clock=clock,
+        )
+        self.http = HealthServer(
+            host=settings.http.host,
+            port=settings.http.port,
+            ready=self.readiness,
+            metrics=lambda: render_metrics(telemetry),
+        )
+        self._stopping = False
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """Leader: stream open and lag under the threshold. Standby: lease loop running."""
+        now = self.clock.monotonic()
+        detail: dict[str, Any] = {"role": "leader" if self.leadership.is_leader else "standby"}
+        if self._stopping:
+            return False, {**detail, "reason": "stopping"}
+        if self.leadership.is_leader:
+            lag = self.stats.lag(self.clock.wall())
+            detail["lag_seconds"] = lag
+            limit = self.settings.watcher.ready_max_lag_ms / 1000
+            if not self.stats.stream_open:
+                return False, {**detail, "reason": "change stream not open"}
+            if lag is None or lag > limit:
+                return False, {**detail, "reason": f"change stream silent (limit {limit}s)"}
+            return True, detail
+        alive = self.elector.alive_at
+        window = max(2 * self.settings.timing.leader_ttl_ms / 1000, 1.0)
+        if alive is None or now - alive > window:
+            return False, {**detail, "reason": "lease loop not running"}
+        return True, detail
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run every root task until ``stop``; shut down in order (module docstring)."""
+        leading_done, elector_done, status_done = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        await self.http.start()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                roots: list[tuple[str, Awaitable[None], asyncio.Event | None]] = [
+                    ("watcher.leading", self._leading(stop), leading_done),
+                    ("watcher.elector", self.elector.run(leading_done), elector_done),
+                    ("watcher.status", self.status.run(elector_done), status_done),
+                    ("watcher.http", self.http.serve(status_done), None),
+                ]
+                for name, body, done in roots:
+                    tg.create_task(_supervised(name, body, done), name=name)
+                tg.create_task(self._mark_stopping(stop), name="watcher.stop-watch")
+        finally:
+            await self.http.close()
+
+    async def _mark_stopping(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self._stopping = True
+        log.info("stopping: finishing in-flight work, then releasing the lease")
+
+    async def _leading(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await _first(
+                ("watcher.wait-leadership", self.leadership.wait_for(True)),
+                ("watcher.wait-stop", stop.wait()),
+            )
+            term = self.leadership.term
+            if stop.is_set() or term is None:
+                continue
+            await self._session(term, stop)
+
+    async def _session(self, term: Term, stop: asyncio.Event) -> None:
+        """Lead ``term`` until stop, step-down or revocation (which cancels the work at once)."""
+        work = asyncio.create_task(self._lead(term, stop), name="watcher.session")
+        lost = asyncio.create_task(self.leadership.wait_for(False), name="watcher.lease-watch")
+        try:
+            await asyncio.wait({work, lost}, return_when=asyncio.FIRST_COMPLETED)
+            if not work.done():
+                log.warning("leadership revoked; leader work cancelled", epoch=term.epoch)
+                work.cancel()
+        finally:
+            lost.cancel()
+            await asyncio.gather(work, lost, return_exceptions=True)
+        if not work.cancelled() and work.exception() is not None:
+            raise work.exception()  # type: ignore[misc]
+
+    async def _lead(self, term: Term, stop: asyncio.Event) -> None:
+        heartbeat_stop = asyncio.Event()
+        with structlog.contextvars.bound_contextvars(epoch=term.epoch):
+            log.info("leading")
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(
+                        run_heartbeats(
+                            self.publisher,
+                            term,
+                            heartbeat_stop,
+                            interval_ms=self.settings.timing.heartbeat_interval_ms,
+                            stats=self.stats,
+                            clock=self.clock,
+                        ),
+                        name="watcher.heartbeat",
+                    )
+                    try:
+                        await self.follower.follow(term, stop)
+                    finally:
+                        heartbeat_stop.set()
+            except* NotLeader as group:
+                reason = str(group.exceptions[0])
+                self.elector.step_down(term, reason)
+
+
+async def _supervised(name: str, body: Awaitable[None], done: asyncio.Event | None) -> None:
+    """Run a root task; log its death loudly (the TaskGroup then ends the process)."""
+    try:
+        await body
+    except asyncio.CancelledError:
+        raise
+    except BaseException:
+        log.exception("root task died", task=name)
+        raise
+    finally:
+        if done is not None:
+            done.set()
+
+
+async def _first(*waits: tuple[str, Coroutine[Any, Any, Any]]) -> None:
+    """Return when the first of the named ``waits`` completes; cancel and reap the others."""
+    tasks = [asyncio.create_task(w, name=name) for name, w in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
