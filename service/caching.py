@@ -1,0 +1,375 @@
+"""The replica's in-memory copy of ``source_configs``: O(1) lookups that never lie for long.
+
+Why it exists: every blob event needs its source config, and the hot path must be a
+dict read, not a MongoDB round trip. The subscriber (:mod:`service.subscribing`) feeds
+it messages in sequence order and swaps in whole reloads; this module only answers.
+
+Invariants it keeps:
+
+* The serving state is one :class:`Snapshot` (key map + ``landing_container`` index),
+  replaced by a single assignment on reload: readers never see an empty, half-built or
+  ``None`` map.
+* A miss reads MongoDB once per key or container however many callers wait for it
+  (single-flight: one task, every caller awaits it). Its result is installed only if no
+  message for that key was applied, and no reload swapped in, while it ran (per-key
+  change tick), so a fetch racing a newer message never overwrites it.
+* "Unknown" is remembered for ``negative_ttl_s`` at most, and the next message for that
+  key (or that container) forgets it at once: a config created a millisecond before its
+  first event is still found.
+* While the message stream is inactive and the cache is older than ``max_staleness_s``,
+  lookups read MongoDB (single-flight), so no answer is older than that.
+
+Counters are plain integers read by observable instruments (:mod:`service.metrics`).
+Returned documents are the cached objects themselves: callers must not mutate them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any, Final, TypeVar
+
+from service.storing import ConfigStore
+
+_T = TypeVar("_T")
+Doc = dict[str, Any]
+
+#: Why an entry changed; bounded, so it labels ``source_config_cache_invalidations_total``.
+INVALIDATION_REASONS: Final = ("upsert", "refetch", "delete", "reload", "read_through")
+#: Above this many remembered "unknown" answers, expired ones are swept before adding.
+_NEGATIVE_SWEEP_AT: Final = 50_000
+
+
+def container_of(doc: Doc) -> str | None:
+    """The document's ``ingestion.landing_container``, if it is a non-empty string."""
+    ingestion = doc.get("ingestion")
+    if isinstance(ingestion, dict):
+        container = ingestion.get("landing_container")
+        if isinstance(container, str) and container:
+            return container
+    return None
+
+
+class Snapshot:
+    """Key → document plus the container index; mutated in place only by its owner."""
+
+    __slots__ = ("by_container", "by_key")
+
+    def __init__(self) -> None:
+        self.by_key: dict[str, Doc] = {}
+        self.by_container: dict[str, dict[str, Doc]] = {}
+
+    @classmethod
+    def build(cls, docs: Iterable[Doc], *, key_field: str) -> tuple[Snapshot, int]:
+        """A snapshot of ``docs`` and how many were skipped for lacking a string key."""
+        snapshot, skipped = cls(), 0
+        for doc in docs:
+            key = doc.get(key_field)
+            if isinstance(key, str) and key:
+                snapshot.put(key, doc)
+            else:
+                skipped += 1
+        return snapshot, skipped
+
+    def put(self, key: str, doc: Doc) -> None:
+        """Insert or replace ``key``, moving it between container buckets if needed."""
+        old = self.by_key.get(key)
+        if old is not None:
+            self._unindex(key, old)
+        self.by_key[key] = doc
+        container = container_of(doc)
+        if container is not None:
+            self.by_container.setdefault(container, {})[key] = doc
+
+    def remove(self, key: str) -> bool:
+        """Drop ``key``; True if it was there."""
+        old = self.by_key.pop(key, None)
+        if old is None:
+            return False
+        self._unindex(key, old)
+        return True
+
+    def _unindex(self, key: str, doc: Doc) -> None:
+        container = container_of(doc)
+        bucket = self.by_container.get(container) if container is not None else None
+        if bucket is not None:
+            bucket.pop(key, None)
+            if not bucket:
+                del self.by_container[container]  # type: ignore[arg-type]
+
+
+class ConfigCache:
+    """Lookups by key and by container over a swappable :class:`Snapshot`."""
+
+    def __init__(
+        self,
+        *,
+        store: ConfigStore,
+        key_field: str,
+        negative_ttl_s: float,
+        max_staleness_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store = store
+        self._key_field = key_field
+        self._negative_ttl_s = negative_ttl_s
+        self._max_staleness_s = max_staleness_s
+        self._clock = clock
+        self._snap = Snapshot()
+        self._warmed = False
+        self._stream_active = False
+        self._fresh_at: float | None = None
+        # Plain counters, read by observable instruments.
+        self.hits = 0
+        self.misses = 0
+        self.store_reads = 0
+        self.invalidations: dict[str, int] = dict.fromkeys(INVALIDATION_REASONS, 0)
+        # key/container → monotonic expiry of an "unknown" answer.
+        self._negative_keys: dict[str, float] = {}
+        self._negative_containers: dict[str, float] = {}
+        # key/container → when MongoDB last confirmed it (only consulted while untrusted).
+        self._verified_keys: dict[str, float] = {}
+        self._verified_containers: dict[str, float] = {}
+        self._key_flights: dict[str, asyncio.Task[Doc | None]] = {}
+        self._container_flights: dict[str, asyncio.Task[list[Doc]]] = {}
+        self._all_flight: dict[str, asyncio.Task[list[Doc]]] = {}
+        # Change ticks: a fetch that started at tick t loses to any change with tick > t.
+        self._tick = 0
+        self._reload_tick = 0
+        self._changed: dict[str, int] = {}  # recorded only while a fetch is in flight
+        self._in_flight = 0
+
+    # ----------------------------------------------------------------- state
+    @property
+    def warmed(self) -> bool:
+        """True once a full load has been installed."""
+        return self._warmed
+
+    @property
+    def size(self) -> int:
+        """Number of cached documents."""
+        return len(self._snap.by_key)
+
+    @property
+    def snapshot(self) -> Snapshot:
+        """The serving snapshot (the subscriber applies best-effort changes during a reload)."""
+        return self._snap
+
+    def age_seconds(self) -> float | None:
+        """Seconds since the cache was last known current (load or in-order message)."""
+        return None if self._fresh_at is None else max(0.0, self._clock() - self._fresh_at)
+
+    def set_stream_active(self, active: bool) -> None:
+        """Whether messages and heartbeats are arriving (the subscriber decides)."""
+        self._stream_active = active
+
+    def mark_fresh(self) -> None:
+        """The message stream just confirmed that nothing was missed up to now."""
+        self._fresh_at = self._clock()
+
+    def _trusted(self) -> bool:
+        if self._stream_active and self._warmed:
+            return True
+        fresh_at = self._fresh_at
+        return fresh_at is not None and self._clock() - fresh_at < self._max_staleness_s
+
+    def _still_verified(self, verified: dict[str, float], name: str) -> bool:
+        at = verified.get(name)
+        return at is not None and self._clock() - at < self._max_staleness_s
+
+    def _still_negative(self, negative: dict[str, float], name: str) -> bool:
+        until = negative.get(name)
+        return until is not None and until > self._clock()
+
+    # ---------------------------------------------------------------- lookups
+    async def get_config_by_source_id(self, source_id: str) -> Doc | None:
+        """The config for ``source_id``, or ``None`` once MongoDB confirmed it is unknown."""
+        doc = self._snap.by_key.get(source_id)
+        if doc is not None:
+            if self._trusted() or self._still_verified(self._verified_keys, source_id):
+                self.hits += 1
+                return doc
+        elif self._still_negative(self._negative_keys, source_id):
+            self.misses += 1
+            return None
+        self.misses += 1
+        return await self._single_flight(self._key_flights, source_id, self._fetch_key, "key")
+
+    async def configs_for_container(self, container: str) -> list[Doc]:
+        """Every config landing in ``container`` (empty once MongoDB confirmed none)."""
+        bucket = self._snap.by_container.get(container)
+        if bucket:
+            if self._trusted() or self._still_verified(self._verified_containers, container):
+                self.hits += 1
+                return list(bucket.values())
+        elif self._still_negative(self._negative_containers, container):
+            self.misses += 1
+            return []
+        self.misses += 1
+        return await self._single_flight(
+            self._container_flights, container, self._fetch_container, "container"
+        )
+
+    async def get_all_configs(self) -> list[Doc]:
+        """Every config: the cache's view, or one MongoDB read while it is too stale."""
+        if self._trusted():
+            return list(self._snap.by_key.values())
+        return await self._single_flight(self._all_flight, "*", self._fetch_all, "all")
+
+    # ------------------------------------------------------ changes (subscriber)
+    def apply_upsert(self, key: str, doc: Doc, *, reason: str = "upsert") -> None:
+        """A message says ``key`` now is ``doc``."""
+        self._note_change(key)
+        self._snap.put(key, doc)
+        self.invalidations[reason] += 1
+        container = container_of(doc)
+        if container is not None:
+            self._negative_containers.pop(container, None)
+
+    def apply_delete(self, key: str) -> None:
+        """A message says ``key`` is gone."""
+        self._note_change(key)
+        self._snap.remove(key)
+        self.invalidations["delete"] += 1
+
+    def install(self, snapshot: Snapshot, *, fresh_at: float) -> None:
+        """Serve ``snapshot`` from now on (one assignment); forget every remembered answer."""
+        self._tick += 1
+        self._reload_tick = self._tick
+        self._snap = snapshot
+        self._negative_keys = {}
+        self._negative_containers = {}
+        self._verified_keys = {}
+        self._verified_containers = {}
+        self._fresh_at = fresh_at
+        self._warmed = True
+        self.invalidations["reload"] += 1
+
+    def _note_change(self, key: str) -> None:
+        self._tick += 1
+        if self._in_flight:
+            self._changed[key] = self._tick
+        self._negative_keys.pop(key, None)
+
+    # ------------------------------------------------------------ the miss path
+    async def _single_flight(
+        self,
+        flights: dict[str, asyncio.Task[_T]],
+        name: str,
+        fetch: Callable[[str], Coroutine[Any, Any, _T]],
+        kind: str,
+    ) -> _T:
+        task = flights.get(name)
+        if task is None:
+            task = asyncio.create_task(
+                self._flight(flights, name, fetch), name=f"scc-cache-fetch-{kind}:{name}"
+            )
+            task.add_done_callback(_retrieve)
+            flights[name] = task
+        # shield: a caller that goes away does not cancel the read the others wait for.
+        return await asyncio.shield(task)
+
+    async def _flight(
+        self,
+        flights: dict[str, asyncio.Task[_T]],
+        name: str,
+        fetch: Callable[[str], Coroutine[Any, Any, _T]],
+    ) -> _T:
+        self._in_flight += 1
+        self.store_reads += 1
+        try:
+            return await fetch(name)
+        finally:
+            flights.pop(name, None)
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._changed.clear()
+
+    def _lost_race(self, key: str, started: int) -> bool:
+        return self._changed.get(key, 0) > started
+
+    async def _fetch_key(self, key: str) -> Doc | None:
+        started = self._tick
+        doc = await self._store.find_by_key(key)
+        if self._lost_race(key, started):
+            return self._snap.by_key.get(key)  # the message is at least as new: it answers
+        if self._reload_tick > started:
+            return self._snap.by_key.get(key, doc)  # answer, but leave the new snapshot alone
+        now = self._clock()
+        if doc is None:
+            self._remember_unknown(self._negative_keys, key, now)
+            self._verified_keys.pop(key, None)
+            if self._snap.remove(key):
+                self.invalidations["read_through"] += 1
+            return None
+        self._install_fetched(key, doc)
+        if not self._trusted():
+            self._verified_keys[key] = now
+        return doc
+
+    async def _fetch_container(self, container: str) -> list[Doc]:
+        started = self._tick
+        docs = await self._store.find_by_container(container)
+        if self._reload_tick > started:
+            return docs  # a reload swapped in meanwhile: answer, install nothing
+        fetched: set[str] = set()
+        for doc in docs:
+            key = doc.get(self._key_field)
+            if not isinstance(key, str) or not key or container_of(doc) != container:
+                continue
+            fetched.add(key)
+            if not self._lost_race(key, started):
+                self._install_fetched(key, doc)
+        bucket = self._snap.by_container.get(container, {})
+        for key in [k for k in bucket if k not in fetched and not self._lost_race(k, started)]:
+            self._snap.remove(key)  # MongoDB says it no longer lands here; re-read by key
+            self.invalidations["read_through"] += 1
+        result = list(self._snap.by_container.get(container, {}).values())
+        now = self._clock()
+        if not result:
+            self._remember_unknown(self._negative_containers, container, now)
+        elif not self._trusted():
+            self._verified_containers[container] = now
+        return result
+
+    async def _fetch_all(self, _name: str) -> list[Doc]:
+        return await self._store.load_all()
+
+    def _install_fetched(self, key: str, doc: Doc) -> None:
+        old = self._snap.by_key.get(key)
+        self._negative_keys.pop(key, None)
+        if old != doc:
+            self._snap.put(key, doc)
+            if old is not None:
+                self.invalidations["read_through"] += 1
+            container = container_of(doc)
+            if container is not None:
+                self._negative_containers.pop(container, None)
+
+    def _remember_unknown(self, negative: dict[str, float], name: str, now: float) -> None:
+        if self._negative_ttl_s <= 0:
+            return
+        if len(negative) >= _NEGATIVE_SWEEP_AT:
+            for stale in [n for n, until in negative.items() if until <= now]:
+                del negative[stale]
+            if len(negative) >= _NEGATIVE_SWEEP_AT:
+                negative.clear()
+        negative[name] = now + self._negative_ttl_s
+
+    async def aclose(self) -> None:
+        """Cancel reads still in flight (at shutdown) and wait for them to end."""
+        tasks = [
+            *self._key_flights.values(),
+            *self._container_flights.values(),
+            *self._all_flight.values(),
+        ]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    # Every caller may have gone away; read the outcome so asyncio does not warn about it.
+    if not task.cancelled():
+        task.exception()

@@ -1,0 +1,63 @@
+"""Exceptions of the service replica, one tree, each raised on purpose.
+
+Library errors (PyMongo, redis-py) are chained with ``raise ... from e`` inside the
+adapter that caught them (:mod:`service.storing`, :mod:`service.redis_feed`) and never
+travel further as themselves. The tree::
+
+    SccError                     (shared.errors)
+    └── ServiceError
+        ├── StoreError           MongoDB could not answer a read (lookups → HTTP 503)
+        ├── FeedLost             the Redis pub/sub subscription is gone or never confirmed
+        ├── ResyncRequired       the message stream can no longer be trusted (gap, bad
+        │                        message, resubscription, ...); ``reason`` labels a metric
+        └── RootTaskFailed       a background task the replica cannot live without died
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from shared.errors import SccError
+
+#: Every reason a replica reloads its cache; bounded, so it can label a metric.
+RESYNC_REASONS: Final = (
+    "broadcast",  # the watcher published a ``resync`` message
+    "gap",  # a sequence number was skipped: messages were lost
+    "heartbeat_ahead",  # a heartbeat carries a seq we never received
+    "epoch_backwards",  # Redis lost its data (restart) or someone reset the epoch
+    "bad_message",  # a message failed to decode or verify; its seq is unknown
+    "resubscribed",  # redis-py reconnected and resubscribed by itself
+    "silent",  # no message or heartbeat for too long: the subscription may be dead
+    "redis_reconnect",  # our own reconnect after the Redis connection failed
+    "store_error",  # the previous reload failed on MongoDB; trying again
+)
+
+
+class ServiceError(SccError):
+    """Root of every error the service package raises on purpose."""
+
+
+class StoreError(ServiceError):
+    """MongoDB could not answer a read (timeout, no primary, refused command)."""
+
+
+class FeedLost(ServiceError):
+    """The Redis subscription is gone: connection refused, reset, hung, or unconfirmed."""
+
+
+class ResyncRequired(ServiceError):
+    """The message stream can no longer be trusted; the cache must be reloaded.
+
+    ``reason`` is one of :data:`RESYNC_REASONS`.
+    """
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        if reason not in RESYNC_REASONS:
+            raise ValueError(f"unknown resync reason {reason!r}")
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+class RootTaskFailed(ServiceError):
+    """A background task the replica cannot live without ended with an exception."""

@@ -1,0 +1,103 @@
+"""The :class:`~service.subscribing.Feed` on redis-py's asyncio pub/sub.
+
+Why a module of its own: it is the only place that knows redis-py's pub/sub quirks, and
+it turns every one of them into something the subscriber's rules handle:
+
+* a subscription counts only once Redis confirmed it (``subscribe`` reply), within a
+  deadline, so a hung server surfaces as :class:`FeedLost` rather than a hang;
+* redis-py reconnects and resubscribes by itself after a dropped connection and then
+  delivers another ``subscribe`` confirmation: passed on as :data:`SUBSCRIBED`, which
+  the subscriber reads as "messages may have been lost";
+* every redis-py or socket error becomes :class:`FeedLost`, chained.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import redis.asyncio as aioredis
+import structlog
+from redis.exceptions import RedisError
+
+from service.errors import FeedLost
+from service.subscribing import SUBSCRIBED
+from shared.keys import Keys
+
+log = structlog.get_logger("service.redis_feed")
+
+
+class RedisFeed:
+    """Subscription to ``{ns}:invalidations`` plus reads of ``{ns}:seq`` / ``{ns}:epoch``."""
+
+    def __init__(self, redis: aioredis.Redis, keys: Keys, *, confirm_timeout_s: float) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._confirm_timeout_s = confirm_timeout_s
+        self._pubsub: Any = None  # redis.asyncio.client.PubSub (untyped in redis-py)
+
+    async def open(self) -> None:
+        """Subscribe and wait for Redis to confirm it; FeedLost if it does not in time."""
+        pubsub = self._redis.pubsub()
+        self._pubsub = pubsub
+        channel = self._keys.invalidations
+        try:
+            await pubsub.subscribe(channel)
+            async with asyncio.timeout(self._confirm_timeout_s):
+                while True:
+                    reply = await pubsub.get_message(timeout=self._confirm_timeout_s)
+                    if reply is not None and reply.get("type") == "subscribe":
+                        return
+        except TimeoutError as e:
+            raise FeedLost(
+                f"redis did not confirm SUBSCRIBE {channel} within {self._confirm_timeout_s}s"
+            ) from e
+        except (RedisError, OSError) as e:
+            raise FeedLost(f"cannot subscribe to {channel}: {e}") from e
+
+    async def receive(self, wait_s: float) -> bytes | str | None:
+        """The next message body, :data:`SUBSCRIBED` after a resubscription, or None."""
+        if self._pubsub is None:
+            raise FeedLost("not subscribed")
+        try:
+            reply = await self._pubsub.get_message(timeout=wait_s)
+        except (RedisError, OSError) as e:
+            raise FeedLost(f"pub/sub connection failed: {e}") from e
+        if reply is None:
+            return None
+        kind = reply.get("type")
+        if kind == "message":
+            data = reply.get("data")
+            return data if isinstance(data, bytes | str) else None
+        if kind == "subscribe":
+            return SUBSCRIBED
+        return None  # pong, unsubscribe: nothing for the subscriber
+
+    async def position(self) -> tuple[int, int | None]:
+        """``({ns}:seq or 0, {ns}:epoch or None)``, read in one MGET."""
+        try:
+            raw_seq, raw_epoch = await self._redis.mget([self._keys.seq, self._keys.epoch])
+        except (RedisError, OSError) as e:
+            raise FeedLost(f"cannot read {self._keys.seq}: {e}") from e
+        seq = _as_int(raw_seq, self._keys.seq)
+        return (seq or 0), _as_int(raw_epoch, self._keys.epoch)
+
+    async def close(self) -> None:
+        """Drop the subscription and its connection; never raises."""
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is None:
+            return
+        try:
+            await pubsub.aclose()
+        except (RedisError, OSError) as e:
+            log.debug("closing the pub/sub connection failed", error=str(e))
+
+
+def _as_int(raw: Any, key: str) -> int | None:
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except (TypeError, ValueError):
+        log.error("counter in redis is not an integer; treating it as unset", key=key)
+        return None
