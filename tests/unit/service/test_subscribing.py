@@ -1,0 +1,305 @@
+"""The subscriber's rules (DESIGN.md rule 2): buffered start, order, gaps, epochs, silence."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from service.caching import ConfigCache
+from service.errors import FeedLost, ResyncRequired, StoreError
+from service.subscribing import SUBSCRIBED, Subscriber
+from shared.messages import Message
+from tests.unit.service.fakes import (
+    FakeClock,
+    FakeStore,
+    ScriptedFeed,
+    config,
+    delete,
+    heartbeat,
+    resync,
+    upsert,
+)
+
+HEARTBEAT_S = 1.0
+KEY = b"0123456789abcdef-hmac"
+
+
+class Rig:
+    """A subscriber wired to a fake store, a scripted feed and a fake clock."""
+
+    def __init__(
+        self,
+        docs: list[dict[str, Any]] | None = None,
+        *,
+        seq: int = 0,
+        epoch: int | None = 1,
+        hmac_key: bytes | None = None,
+    ) -> None:
+        self.clock = FakeClock()
+        self.store = FakeStore(docs)
+        self.feed = ScriptedFeed(self.clock, seq=seq, epoch=epoch)
+        self.cache = ConfigCache(
+            store=self.store,
+            key_field="source_id",
+            negative_ttl_s=2.0,
+            max_staleness_s=30.0,
+            clock=self.clock,
+        )
+        self.sleeps: list[float] = []
+        self.sub = Subscriber(
+            feed=self.feed,
+            store=self.store,
+            cache=self.cache,
+            key_field="source_id",
+            heartbeat_interval_s=HEARTBEAT_S,
+            resync_jitter_s=0.5,
+            hmac_key=hmac_key,
+            poll_s=0.001,
+            clock=self.clock,
+            sleep=self._sleep,
+            jitter=lambda: 0.5,
+        )
+
+    async def _sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.clock.advance(seconds)
+
+    def doc(self, key: str) -> dict[str, Any] | None:
+        return self.cache.snapshot.by_key.get(key)
+
+    async def started(self) -> Rig:
+        await self.sub.sync(None)
+        return self
+
+
+async def test_start_drops_buffered_messages_up_to_s0_and_applies_the_rest_in_order() -> None:
+    """Messages with seq <= S0 are already in the load; later ones are replayed in order."""
+    rig = Rig([config("a", v="loaded"), config("b", v="loaded"), config("c")], seq=5)
+
+    def arrive_during_load() -> None:
+        rig.feed.push_messages(
+            upsert(4, "a", v="old"),
+            upsert(5, "b", v="stale"),
+            heartbeat(5),
+            upsert(6, "a", v="new"),
+            delete(7, "c"),
+            upsert(8, "d", v="new"),
+        )
+
+    rig.store.on_load = arrive_during_load
+    await rig.sub.sync(None)
+    assert rig.doc("a") == config("a", v="new")
+    assert rig.doc("b") == config("b", v="loaded")
+    assert rig.doc("c") is None
+    assert rig.doc("d") == config("d", v="new")
+    assert rig.sub.state.last_seq == 8 and rig.cache.warmed
+
+
+async def test_serving_snapshot_is_whole_while_a_reload_runs() -> None:
+    """During a reload lookups answer from the previous snapshot, never an empty map."""
+    rig = await Rig([config("a"), config("b")]).started()
+    rig.store.gate = asyncio.Event()
+    rig.store.entered.clear()
+    reload = asyncio.create_task(rig.sub.sync("gap"))
+    await rig.store.entered.wait()
+    for _ in range(5):
+        assert rig.cache.size == 2
+        assert (await rig.cache.get_config_by_source_id("a")) == config("a")
+        await asyncio.sleep(0)
+    rig.store.put(config("c"))
+    rig.store.gate.set()
+    await reload
+    assert rig.cache.size == 2  # load snapshot taken before "c" was written
+    assert rig.sub.state.resyncs["gap"] == 1
+
+
+async def test_a_gap_while_buffering_forces_another_sync() -> None:
+    """A missing seq among the buffered messages fails the start (the caller resyncs)."""
+    rig = Rig(seq=5)
+    rig.store.on_load = lambda: rig.feed.push_messages(upsert(6, "a"), upsert(8, "b"))
+    with pytest.raises(ResyncRequired) as caught:
+        await rig.sub.sync(None)
+    assert caught.value.reason == "gap"
+    assert not rig.cache.warmed
+
+
+async def test_resubscription_during_the_load_restarts_it() -> None:
+    """A second subscribe confirmation while loading means lost messages: start over."""
+    rig = Rig()
+    rig.store.on_load = lambda: rig.feed.push(SUBSCRIBED)
+    with pytest.raises(ResyncRequired) as caught:
+        await rig.sub.sync(None)
+    assert caught.value.reason == "resubscribed"
+
+
+async def test_in_order_messages_are_applied_and_make_the_stream_active() -> None:
+    """Upserts and deletes in seq order change the cache; a heartbeat marks it fresh."""
+    rig = await Rig([config("gone")], seq=10).started()
+    rig.feed.push_messages(upsert(11, "a", v=1), delete(12, "gone"), heartbeat(12))
+    assert await rig.sub.follow() == "silent"
+    assert rig.doc("a") == config("a", v=1) and rig.doc("gone") is None
+    assert rig.sub.state.last_seq == 12
+    assert rig.cache.invalidations["upsert"] == 1 and rig.cache.invalidations["delete"] == 1
+
+
+async def test_gap_triggers_resync() -> None:
+    """A skipped seq is reported as a gap and the later message is not applied."""
+    rig = await Rig(seq=3).started()
+    rig.feed.push_messages(upsert(4, "a"), upsert(6, "b"))
+    assert await rig.sub.follow() == "gap"
+    assert rig.doc("a") is not None and rig.doc("b") is None
+
+
+async def test_heartbeat_ahead_of_us_triggers_resync() -> None:
+    """A heartbeat carrying a seq we never received means we lost messages."""
+    rig = await Rig(seq=3).started()
+    rig.feed.push_messages(heartbeat(3), heartbeat(5))
+    assert await rig.sub.follow() == "heartbeat_ahead"
+
+
+async def test_duplicates_are_ignored() -> None:
+    """A message at or below the applied seq, same epoch, changes nothing."""
+    rig = await Rig([config("a", v="current")], seq=7).started()
+    rig.feed.push_messages(upsert(7, "a", v="replayed"), upsert(5, "a", v="older"))
+    assert await rig.sub.follow() == "silent"
+    assert rig.doc("a") == config("a", v="current")
+    assert rig.sub.state.duplicates == 2
+
+
+async def test_epoch_going_backwards_resyncs_even_when_seq_looks_old() -> None:
+    """After a Redis restart (seq and epoch from 1) new messages are not taken as duplicates."""
+    rig = await Rig(seq=100, epoch=3).started()
+    rig.feed.push_messages(upsert(1, "a", epoch=1))
+    assert await rig.sub.follow() == "epoch_backwards"
+
+
+async def test_a_new_leader_epoch_is_followed() -> None:
+    """A higher epoch with the next seq is a failover: applied, and the epoch moves on."""
+    rig = await Rig(seq=4, epoch=2).started()
+    rig.feed.push_messages(upsert(5, "a", epoch=3), heartbeat(5, epoch=3))
+    assert await rig.sub.follow() == "silent"
+    assert rig.sub.state.epoch == 3 and rig.doc("a") is not None
+
+
+async def test_garbage_is_rejected_counted_and_triggers_resync() -> None:
+    """Bytes that are not a message are counted by reason, logged, and cause a resync."""
+    rig = await Rig().started()
+    rig.feed.push(b"{not json")
+    with capture_logs() as logs:
+        assert await rig.sub.follow() == "bad_message"
+    assert rig.sub.state.rejected["bad_json"] == 1
+    assert any(e["event"] == "invalidation message rejected" for e in logs)
+
+
+async def test_unsigned_message_is_rejected_when_hmac_is_on() -> None:
+    """With an HMAC key configured, an unsigned message is rejected, a signed one applied."""
+    rig = await Rig(hmac_key=KEY).started()
+    rig.feed.push_messages(upsert(1, "signed"), hmac_key=KEY)
+    rig.feed.push_messages(upsert(2, "unsigned"))
+    assert await rig.sub.follow() == "bad_message"
+    assert rig.doc("signed") is not None and rig.doc("unsigned") is None
+    assert rig.sub.state.rejected["unsigned"] == 1
+
+
+async def test_second_subscribe_confirmation_triggers_resync() -> None:
+    """redis-py's automatic resubscription is read as "messages may have been lost"."""
+    rig = await Rig().started()
+    rig.feed.push_messages(upsert(1, "a"))
+    rig.feed.push(SUBSCRIBED)
+    assert await rig.sub.follow() == "resubscribed"
+
+
+async def test_broadcast_resync_message_triggers_resync() -> None:
+    """The watcher's ``resync`` message makes the replica reload."""
+    rig = await Rig(seq=2).started()
+    rig.feed.push_messages(resync(3))
+    assert await rig.sub.follow() == "broadcast"
+    assert rig.sub.state.last_seq == 3
+
+
+async def test_refetch_upsert_reads_the_key_from_mongodb() -> None:
+    """A key-only upsert (document too large for a message) is fetched from MongoDB."""
+    rig = await Rig().started()
+    rig.store.put(config("big", blob="x" * 10))
+    rig.feed.push_messages(Message(kind="upsert", seq=1, epoch=1, key="big", refetch=True))
+    assert await rig.sub.follow() == "silent"
+    assert rig.doc("big") == config("big", blob="x" * 10)
+    assert rig.store.key_reads == ["big"] and rig.cache.invalidations["refetch"] == 1
+
+
+async def test_silence_marks_the_stream_inactive_then_asks_for_reconnect() -> None:
+    """No heartbeat for 3 intervals: inactive (not ready); reconnect follows, backing off."""
+    rig = await Rig().started()
+    rig.feed.push_messages(heartbeat(0))
+    assert await rig.sub.follow() == "silent"
+    assert not rig.sub.state.stream_active and not rig.sub.ready
+    await rig.sub.sync("silent")
+    first = rig.clock()
+    assert await rig.sub.follow() == "silent"
+    assert rig.clock() - first == 2 * 3 * HEARTBEAT_S  # still silent: wait twice as long
+
+
+async def test_run_resyncs_after_a_gap_and_counts_it() -> None:
+    """run(): a gap leads to exactly one more full load, counted under ``gap``."""
+    rig = Rig(seq=0)
+    rig.feed.push_messages(upsert(1, "a"), upsert(3, "b"))
+    await rig.sub.run(max_cycles=2)
+    assert rig.store.loads == 2
+    assert rig.sub.state.resyncs["gap"] == 1
+    assert rig.feed.opens == 1  # same subscription, no reconnect needed
+
+
+async def test_run_survives_redis_down_and_resyncs_when_it_is_back() -> None:
+    """Subscription failures are retried with backoff; the first success reloads."""
+    rig = Rig([config("a")])
+    rig.feed.open_failures.extend([FeedLost("refused"), FeedLost("refused")])
+    await rig.sub.run(max_cycles=3)
+    assert rig.feed.opens == 3 and rig.store.loads == 1
+    assert rig.sub.state.resyncs["redis_reconnect"] == 1
+    assert rig.sleeps[:2] == [0.1, 0.2]
+    assert rig.cache.warmed
+
+
+async def test_run_keeps_the_cache_when_the_connection_drops_mid_stream() -> None:
+    """A lost connection keeps the last good cache, marks Redis down, and resyncs after."""
+    rig = Rig([config("a")])
+    rig.feed.push_messages(heartbeat(0))
+    rig.feed.push(FeedLost("reset by peer"))
+    await rig.sub.run(max_cycles=2)
+    assert rig.feed.opens == 2 and rig.store.loads == 2
+    assert rig.sub.state.resyncs["redis_reconnect"] == 1
+    assert rig.doc("a") == config("a")
+
+
+async def test_run_retries_a_failed_load_without_dropping_the_cache() -> None:
+    """A MongoDB failure during a reload is retried; the old snapshot keeps serving."""
+    rig = Rig([config("a")])
+    rig.feed.push_messages(resync(1))
+    original = rig.store.load_all
+    calls = 0
+
+    async def flaky_load() -> list[dict[str, Any]]:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise StoreError("primary stepped down")
+        return await original()
+
+    rig.store.load_all = flaky_load  # type: ignore[method-assign]
+    await rig.sub.run(max_cycles=3)
+    assert calls == 3
+    assert rig.sub.state.resyncs == {**rig.sub.state.resyncs, "broadcast": 1, "store_error": 1}
+    assert rig.doc("a") == config("a")
+    assert 0.25 in rig.sleeps  # jittered broadcast resync (0.5 * 0.5 s)
+
+
+async def test_silence_in_run_reconnects_and_resyncs() -> None:
+    """run(): silence closes the subscription, opens a new one and reloads."""
+    rig = Rig()
+    await rig.sub.run(max_cycles=2)
+    assert rig.feed.opens == 2 and rig.store.loads == 2
+    assert rig.sub.state.resyncs["silent"] == 1
+    assert rig.feed.closes >= 2
