@@ -1,0 +1,1 @@
+"""Integration tests of the scc operator CLI against a real redis-server."""
