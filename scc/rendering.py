@@ -157,8 +157,11 @@ def token_lines(resume: Resume | None) -> Text:
     text = Text()
     text.append(f"saved {age(resume.age_s)} ago at {when(resume.saved_at)}")
     text.append(f" by {resume.saved_by or _DASH} (epoch {_value(resume.epoch)})\n")
-    text.append(f"points at cluster time {when(resume.cluster_time)}")
-    text.append(f" ({age(resume.cluster_time_age_s)} ago)\n")
+    if resume.cluster_time is None:
+        text.append("cluster time not recorded (no change seen since the stream opened)\n")
+    else:
+        text.append(f"points at cluster time {when(resume.cluster_time)}")
+        text.append(f" ({age(resume.cluster_time_age_s)} ago)\n")
     text.append(f"token {resume.token}")
     return text
 
