@@ -8,6 +8,7 @@ operator's or the environment's mistake: a :class:`~scc.errors.CliError` or a
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import IO
@@ -21,7 +22,7 @@ from scc.commands import (
     token_reset_command,
     token_show_command,
 )
-from scc.errors import EXIT_UNAVAILABLE, CliError
+from scc.errors import EXIT_OK, EXIT_UNAVAILABLE, CliError
 from shared.errors import ConfigError
 
 PROG = "scc"
@@ -37,6 +38,20 @@ def _positive(text: str) -> int:
     value = int(text)
     if not 1 <= value <= 10_000:
         raise argparse.ArgumentTypeError(f"must be between 1 and 10000, got {value}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _interval_ms(text: str) -> int:
+    value = int(text)
+    if value < 50:
+        raise argparse.ArgumentTypeError(f"must be >= 50 ms, got {value}")
     return value
 
 
@@ -75,14 +90,14 @@ def _judging_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("thresholds")
     group.add_argument(
         "--heartbeat-interval-ms",
-        type=int,
+        type=_interval_ms,
         default=None,
         help="the deployment's heartbeat interval T (default: $SCC_HEARTBEAT_INTERVAL_MS, "
         "else 1000); silent and lagging are judged against 3 T",
     )
     group.add_argument(
         "--lag-tolerance",
-        type=int,
+        type=_non_negative,
         default=1,
         help="messages a replica may trail seq by before it can be judged lagging (default 1)",
     )
@@ -202,6 +217,16 @@ def main(argv: Sequence[str] | None = None, *, out: IO[str] | None = None) -> in
         return EXIT_UNAVAILABLE
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `scc dlq | head`: the reader left; no traceback
+        if out is None:
+            _silence_stdout()
+        return EXIT_OK
+
+
+def _silence_stdout() -> None:
+    # Python flushes stdout again at exit; point it at /dev/null so that flush cannot fail.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 if __name__ == "__main__":

@@ -184,12 +184,21 @@ def replicas_command(args: argparse.Namespace, out: IO[str]) -> int:
     return _status(snap, only=only)
 
 
+def _operator() -> str:
+    """``user@host`` of whoever runs the CLI, for the message's reason (an audit trail)."""
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):  # no $USER and no passwd entry (some containers)
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
 def resync_command(args: argparse.Namespace, out: IO[str]) -> int:
     """``scc resync``: one fenced ``resync`` on behalf of the current leader."""
     where = target(args)
     security = load_group(SecuritySettings)
     key = security.message_hmac_key
-    reason = f"{args.reason} (scc resync by {getpass.getuser()}@{socket.gethostname()})"
+    reason = f"{args.reason} (scc resync by {_operator()})"
     with _session(where) as client:
         done = publish_resync(
             client,

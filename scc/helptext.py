@@ -20,8 +20,8 @@ exit status:
 MARKS: Final = """\
 marks (T = SCC_HEARTBEAT_INTERVAL_MS, default 1 s; ages use the Redis server's clock):
   silent      the process has not rewritten its hash for more than 3 T. Its key
-              expires later (TTL about 5 T); a replica gone that long can no longer be
-              named and only shows as a subscriber difference on the channel.
+              expires later (TTL max(5 s, 5 T)); a replica gone that long can no longer
+              be named and only shows as a subscriber difference on the channel.
   not-ready   the replica reports ready=0: warming up or reloading, not serving yet.
   lagging     a ready replica whose last_seq trails seq by more than --lag-tolerance
               messages AND which, at its last report, either had change_stream_active=0

@@ -10,6 +10,7 @@ Read-only: nothing here writes to Redis.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +50,21 @@ def _number(value: Any, cast: type[int] | type[float]) -> Any:
         return None
 
 
+def _bad_data(name: str, result: Any, problems: list[Problem]) -> bool:
+    """True (and a problem recorded) if ``result`` is a WRONGTYPE error for key ``name``.
+
+    Any other error in a pipeline reply (NOPERM from an ACL, LOADING, ...) is about the
+    server or our rights, not the data: it is raised, and the command fails in one line,
+    rather than turning every key into "unreadable" and the namespace into "empty".
+    """
+    if not isinstance(result, redis.RedisError):
+        return False
+    if isinstance(result, redis.ResponseError) and str(result).startswith("WRONGTYPE"):
+        problems.append(Problem(name, "unreadable", str(result)))
+        return True
+    raise result
+
+
 class _Reader:
     """Pulls one pipeline result at a time, turning per-key errors into problems."""
 
@@ -58,15 +74,11 @@ class _Reader:
 
     def next(self) -> Any:
         name, result = next(self._results)
-        if isinstance(result, redis.ResponseError):
-            self.problems.append(Problem(name, "unreadable", str(result)))
-            return None
-        return result
+        return None if _bad_data(name, result, self.problems) else result
 
     def integer(self) -> int | None:
         name, result = next(self._results)
-        if isinstance(result, redis.ResponseError):
-            self.problems.append(Problem(name, "unreadable", str(result)))
+        if _bad_data(name, result, self.problems):
             return None
         value: int | None = _number(result, int)
         if result is not None and value is None:
@@ -150,8 +162,8 @@ def _read_singletons(client: redis.Redis, keys: Keys, dlq_count: int) -> _Single
         keys.invalidations, keys.events_dlq, keys.events_dlq, keys.events_accepted,
     ]  # fmt: skip
     read = _Reader(pipe.execute(raise_on_error=False), names)
-    seconds, micros = read.next()
-    now = float(seconds) + float(micros) / 1e6
+    clock = read.next()  # None only if an ACL refuses TIME: fall back to our own clock
+    now = float(clock[0]) + float(clock[1]) / 1e6 if clock else time.time()
     leader_raw, pttl = read.next(), read.next()
     epoch, seq = read.integer(), read.integer()
     resume = read_resume(read.next() or {}, now)
@@ -176,16 +188,16 @@ def _read_singletons(client: redis.Redis, keys: Keys, dlq_count: int) -> _Single
 
 def _heartbeats(
     client: redis.Redis, pattern: str, problems: list[Problem]
-) -> list[tuple[str, dict[Any, Any]]]:
-    """Every live heartbeat hash matching ``pattern``; wrong-typed keys become problems."""
+) -> list[tuple[str, dict[Any, Any] | None]]:
+    """Every heartbeat key matching ``pattern``: its hash, or ``None`` if it is unreadable."""
     names = sorted(_text(k) for k in client.scan_iter(match=pattern, count=500))
     pipe = client.pipeline(transaction=False)
     for name in names:
         pipe.hgetall(name)
-    found: list[tuple[str, dict[Any, Any]]] = []
+    found: list[tuple[str, dict[Any, Any] | None]] = []
     for name, raw in zip(names, pipe.execute(raise_on_error=False) if names else [], strict=True):
-        if isinstance(raw, redis.ResponseError):
-            problems.append(Problem(name, "unreadable", str(raw)))
+        if _bad_data(name, raw, problems):
+            found.append((name, None))
         elif raw:  # empty: the hash expired between SCAN and HGETALL
             found.append((name, raw))
     return found
@@ -204,7 +216,10 @@ def collect(
     problems = list(one.problems)
     leader_id = None if one.leader is None else one.leader.instance_id
     watchers: list[Watcher] = []
-    for name, raw in _heartbeats(client, keys.watcher_pattern, problems):
+    watcher_keys = _heartbeats(client, keys.watcher_pattern, problems)
+    for name, raw in watcher_keys:
+        if raw is None:
+            continue
         watcher, found = judge_watcher(
             WatcherStatus.from_hash(raw),
             instance_id=keys.instance_of(name),
@@ -216,7 +231,10 @@ def collect(
         problems += found
     watchers.sort(key=lambda w: (not w.holds_lease, w.instance_id))
     replicas: list[Replica] = []
-    for name, raw in _heartbeats(client, keys.replica_pattern, problems):
+    replica_keys = _heartbeats(client, keys.replica_pattern, problems)
+    for name, raw in replica_keys:
+        if raw is None:
+            continue
         replica, found = judge_replica(
             ReplicaStatus.from_hash(raw),
             instance_id=keys.instance_of(name),
@@ -232,7 +250,7 @@ def collect(
         registered_replicas=len(replicas),
         difference=one.subscribers - len(replicas),
     )
-    deployed = bool(one.leader or watchers or replicas)
+    deployed = bool(one.leader or watcher_keys or replica_keys)
     fleet = judge_fleet(leader=one.leader, watchers=watchers, channel=channel, deployed=deployed)
     problems = fleet + problems
     return Snapshot(

@@ -113,7 +113,7 @@ class Deployment:
         """Run ``scc`` in-process against this deployment (or ``url``); capture its output."""
         assert self.capsys is not None
         self.capsys.readouterr()
-        target = ["--redis-url", url or self.url, "--namespace", NAMESPACE]
+        target = ["--redis-url", url or self.url, "--namespace", self.keys.namespace]
         out = io.StringIO()
         status = main([*argv, *target], out=out)
         return Run(status, out.getvalue(), self.capsys.readouterr().err)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
+from typing import IO
 
 import pytest
 from rich.text import Text
@@ -141,3 +142,22 @@ def test_watch_stops_cleanly_on_ctrl_c() -> None:
     status = watch(lambda: next(produced), io.StringIO(), interval=1, iterations=None,
                    sleep=interrupt)  # fmt: skip
     assert status == EXIT_PROBLEM
+
+
+class _ClosedPipe(io.StringIO):
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_closed_pipe_ends_quietly(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`scc ... | head` closing the pipe mid-output ends with status 0 and no traceback."""
+
+    def printing(args: object, out: IO[str]) -> int:
+        out.write("row\n" * 100)
+        return 1
+
+    monkeypatch.setattr("scc.__main__.dlq_command", printing)
+    assert main(["dlq"], out=_ClosedPipe()) == 0
+    assert capsys.readouterr().err == ""
