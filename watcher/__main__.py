@@ -117,11 +117,14 @@ async def serve(settings: Settings) -> int:
     )
     run = asyncio.create_task(watcher.run(stop), name="watcher.main")
 
+    grace: list[asyncio.TimerHandle] = []
+
     def on_signal(name: str) -> None:
         if not stop.is_set():
             log.info("signal received; stopping", signal=name)
             stop.set()
-            loop.call_later(shutdown_grace_seconds(settings), _cancel, run, "grace period over")
+            seconds = shutdown_grace_seconds(settings)
+            grace.append(loop.call_later(seconds, _cancel, run, "grace period over"))
         else:
             _cancel(run, f"second {name}")
 
@@ -142,10 +145,20 @@ async def serve(settings: Settings) -> int:
     except asyncio.CancelledError:
         log.error("watcher cancelled before a clean stop")
         return 1
+    except OSError as e:
+        log.error(
+            "cannot listen for HTTP; is SCC_HTTP_PORT free?",
+            host=settings.http.host,
+            port=settings.http.port,
+            error=str(e),
+        )
+        return 1
     except Exception:
         log.exception("watcher failed")
         return 1
     finally:
+        for handle in grace:
+            handle.cancel()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         await redis.aclose()

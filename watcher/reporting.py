@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
@@ -166,8 +166,10 @@ class StatusWriter:
         leadership: Leadership,
         interval_ms: int,
         clock: Clock,
+        stopping: Callable[[], bool] = lambda: False,
     ) -> None:
         self._redis = redis
+        self._stopping = stopping
         self._key = keys.watcher(stats.instance_id)
         self._stats = stats
         self._leadership = leadership
@@ -177,9 +179,11 @@ class StatusWriter:
         self._failing = False
         self.writes = 0
 
-    async def write_once(self, *, stopping: bool = False) -> bool:
+    async def write_once(self) -> bool:
         """Write the hash once; False (logged on the first failure of a run) if Redis failed."""
-        status = self._stats.status(self._leadership, now=self._clock.wall(), stopping=stopping)
+        status = self._stats.status(
+            self._leadership, now=self._clock.wall(), stopping=self._stopping()
+        )
         try:
             async with asyncio.timeout(max(self._interval, 0.5)):
                 async with self._redis.pipeline(transaction=True) as pipe:

@@ -115,6 +115,7 @@ class Watcher:
             leadership=self.leadership,
             interval_ms=timing.heartbeat_interval_ms,
             clock=clock,
+            stopping=lambda: self._stopping,
         )
         self.http = HealthServer(
             host=settings.http.host,

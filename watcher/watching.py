@@ -87,6 +87,7 @@ class _Position:
     saved_at: float = float("-inf")
     unsaved_changes: int = 0
     loaded: bool = False
+    scanned: bool = False
     resync_reason: str | None = None
 
 
@@ -140,7 +141,7 @@ class Follower:
                 return
             except StreamRestart as e:
                 log.warning("change stream must restart from now", reason=e.reason, detail=e.detail)
-                pos.token, pos.resync_reason = None, e.reason
+                pos.token, pos.resync_reason, pos.scanned = None, e.reason, False
             except (SourceUnavailable, StoreUnavailable) as e:
                 self._stats.record_error("follow", e, at=self._clock.wall())
                 log.warning(
@@ -185,7 +186,9 @@ class Follower:
                 pos.resync_reason = None
                 pos.token = stream.resume_token
                 await self._save(term, pos, force=True)
-            await self._scan_keys()
+            if not pos.scanned:
+                await self._scan_keys()
+                pos.scanned = True
             while not stop.is_set():
                 change = await stream.try_next()
                 self._backoff.reset()
