@@ -10,7 +10,6 @@ Read-only: nothing here writes to Redis.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,7 +65,7 @@ def _bad_data(name: str, result: Any, problems: list[Problem]) -> bool:
 
 
 class _Reader:
-    """Pulls one pipeline result at a time, turning per-key errors into problems."""
+    """Pulls one pipeline result at a time; a wrong-typed or malformed key becomes a problem."""
 
     def __init__(self, results: list[Any], names: list[str]) -> None:
         self._results = iter(zip(names, results, strict=True))
@@ -162,8 +161,8 @@ def _read_singletons(client: redis.Redis, keys: Keys, dlq_count: int) -> _Single
         keys.invalidations, keys.events_dlq, keys.events_dlq, keys.events_accepted,
     ]  # fmt: skip
     read = _Reader(pipe.execute(raise_on_error=False), names)
-    clock = read.next()  # None only if an ACL refuses TIME: fall back to our own clock
-    now = float(clock[0]) + float(clock[1]) / 1e6 if clock else time.time()
+    seconds, micros = read.next()
+    now = float(seconds) + float(micros) / 1e6
     leader_raw, pttl = read.next(), read.next()
     epoch, seq = read.integer(), read.integer()
     resume = read_resume(read.next() or {}, now)

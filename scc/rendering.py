@@ -197,7 +197,8 @@ def verdict(s: Snapshot, *, only: tuple[str, ...] = ()) -> Text:
     problems = [p for p in s.problems if not only or p.subject.startswith(only)]
     if not problems:
         return Text("in sync", style="bold green")
-    text = Text(f"{len(problems)} problem(s):", style="bold red")
+    text = Text()
+    text.append(f"{len(problems)} problem(s):", style="bold red")
     for p in problems:
         text.append(f"\n  {p.subject}: ")
         text.append(p.mark.upper(), style=_MARK_STYLE.get(p.mark, "yellow"))
