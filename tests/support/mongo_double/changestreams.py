@@ -1,0 +1,276 @@
+"""Change streams over the double's history: opening, resuming, batching, rendering events.
+
+A stream cursor is a position in the history plus a filter. Each batch renders the entries
+after that position the way a 7.0 primary does (``_id`` resume token, ``operationType``,
+``clusterTime``, ``wallTime``, ``ns``, ``documentKey``, ``fullDocument``,
+``updateDescription``), and reports a ``postBatchResumeToken``: the last returned event's
+token when it is the newest entry, otherwise a high-water mark past everything scanned, so
+resuming from it neither repeats nor misses an event. ``updateLookup`` reads the document's
+state when the event is *returned* (null once deleted), as the server does.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass, field
+from typing import Any
+
+import bson
+from bson.timestamp import Timestamp
+
+from .errors import CommandError, bad_value, not_emulated
+from .store import RANK_EVENT, RANK_INVALIDATE, RANK_START, Entry, Position, Store, parse_token
+from .values import matches
+from .wire import CODEC, MAX_BSON_SIZE
+
+_OPTIONS = {
+    "fullDocument",
+    "fullDocumentBeforeChange",
+    "resumeAfter",
+    "startAfter",
+    "startAtOperationTime",
+    "allChangesForCluster",
+    "showExpandedEvents",
+}
+_INTERNAL_DBS = {"admin", "config", "local"}
+
+
+@dataclass(slots=True)
+class StreamCursor:
+    """An open change stream: what it watches, how it renders, and where it stands."""
+
+    id: int
+    ns: str
+    db: str
+    coll: str | None  # None: a whole database (or the cluster when all_dbs)
+    all_dbs: bool
+    update_lookup: bool
+    filters: list[dict[str, Any]] = field(default_factory=list)
+    position: Position = Position(0, 0, RANK_START)
+
+
+def history_lost() -> CommandError:
+    """The error for a position older than the retained history (code 286)."""
+    return CommandError(
+        286,
+        "Resume of change stream was not possible, as the resume point may no longer be in the "
+        "oplog.",
+    )
+
+
+def is_change_stream(pipeline: Any) -> bool:
+    return (
+        isinstance(pipeline, list)
+        and bool(pipeline)
+        and isinstance(pipeline[0], dict)
+        and "$changeStream" in pipeline[0]
+    )
+
+
+def open_stream(store: Store, db: str, target: Any, pipeline: list[Any]) -> StreamCursor:
+    """Validate a ``$changeStream`` pipeline and create its (unregistered, id 0) cursor."""
+    options = pipeline[0]["$changeStream"]
+    if len(pipeline[0]) != 1 or not isinstance(options, dict):
+        raise CommandError(
+            40573, "the $changeStream stage must be an object and alone in its stage"
+        )
+    for key in options:
+        if key not in _OPTIONS:
+            raise CommandError(40415, f"BSON field '$changeStream.{key}' is an unknown field.")
+    coll, all_dbs = _target(db, target, bool(options.get("allChangesForCluster", False)))
+    full = options.get("fullDocument", "default")
+    if full not in {"default", "updateLookup"}:
+        if full in {"whenAvailable", "required"}:
+            raise not_emulated(f"fullDocument: {full!r} (post-images)")
+        raise bad_value(f"unknown fullDocument mode: {full!r}")
+    if options.get("fullDocumentBeforeChange", "off") != "off":
+        raise not_emulated("fullDocumentBeforeChange (pre-images)")
+    if options.get("showExpandedEvents"):
+        raise not_emulated("showExpandedEvents")
+    cursor = StreamCursor(
+        id=0,
+        ns=f"{db}.{coll}" if coll is not None else f"{db}.$cmd.aggregate",
+        db=db,
+        coll=coll,
+        all_dbs=all_dbs,
+        update_lookup=full == "updateLookup",
+        filters=_filters(pipeline[1:]),
+    )
+    cursor.position = _start_position(store, options)
+    return cursor
+
+
+def _target(db: str, target: Any, all_dbs: bool) -> tuple[str | None, bool]:
+    if all_dbs:
+        if db != "admin" or target != 1:
+            raise CommandError(
+                73,
+                "A $changeStream with 'allChangesForCluster:true' may only be opened on the "
+                "'admin' database, and with no collection name",
+            )
+        return None, True
+    if db in _INTERNAL_DBS:
+        raise CommandError(73, f"$changeStream may not be opened on the internal {db} database")
+    if target == 1:
+        return None, False
+    if not isinstance(target, str) or not target or target.startswith("system."):
+        raise CommandError(73, f"$changeStream may not be opened on the namespace {db}.{target}")
+    return target, False
+
+
+def _filters(stages: list[Any]) -> list[dict[str, Any]]:
+    filters: list[dict[str, Any]] = []
+    for stage in stages:
+        if not isinstance(stage, dict) or len(stage) != 1:
+            raise CommandError(
+                40323, "A pipeline stage specification object must contain exactly one field."
+            )
+        ((name, spec),) = stage.items()
+        if name == "$changeStream":
+            raise CommandError(
+                40602, "$changeStream is only valid as the first stage in a pipeline."
+            )
+        if name != "$match":
+            raise not_emulated(f"the {name} stage after $changeStream (only $match is)")
+        if not isinstance(spec, dict):
+            raise CommandError(15959, "the match filter must be an expression in an object")
+        filters.append(spec)
+    return filters
+
+
+def _start_position(store: Store, options: dict[str, Any]) -> Position:
+    given = [k for k in ("resumeAfter", "startAfter", "startAtOperationTime") if k in options]
+    if "resumeAfter" in given and "startAfter" in given:
+        raise CommandError(
+            50865, "Do not specify both 'startAfter' and 'resumeAfter' in a $changeStream stage."
+        )
+    if len(given) > 1:
+        raise CommandError(
+            40674, "Only one type of resume option is allowed, but multiple were found."
+        )
+    if not given:
+        return store.clock.high_water_mark()
+    option = given[0]
+    if option == "startAtOperationTime":
+        ts = options[option]
+        if not isinstance(ts, Timestamp):
+            raise CommandError(14, "$changeStream.startAtOperationTime must be a timestamp")
+        pos = Position.at(ts, RANK_START)
+    else:
+        pos = parse_token(options[option], option)
+        if option == "resumeAfter" and pos.rank == RANK_INVALIDATE:
+            raise CommandError(
+                260,
+                "Attempting to resume a change stream using 'resumeAfter' is not allowed from an "
+                "invalidate notification.",
+            )
+    if pos < store.floor:
+        raise history_lost()
+    if (
+        pos.rank in (RANK_EVENT, RANK_INVALIDATE)
+        and (pos.time, pos.inc) <= (store.clock.last.time, store.clock.last.inc)
+        and not store.has_entry_at(pos)
+    ):
+        raise CommandError(280, "cannot resume stream; the resume token was not found.")
+    return pos
+
+
+def next_batch(store: Store, cursor: StreamCursor, limit: int | None) -> tuple[list[bytes], bool]:
+    """Collect the next events (encoded); True when the stream was invalidated (closed)."""
+    if cursor.position < store.floor:
+        raise history_lost()
+    if limit == 0:
+        return [], False
+    out: list[bytes] = []
+    size = 0
+    position = cursor.position
+    returned: Position | None = None
+    exhausted = True
+    for entry in store.entries_from(position):
+        stop = False
+        for pos, event in _render(store, cursor, entry):
+            if pos <= position:
+                continue
+            if event["operationType"] == "invalidate":
+                out.append(bson.encode(event, codec_options=CODEC))
+                cursor.position = pos
+                return out, True
+            if not all(matches(event, f) for f in cursor.filters):
+                position = pos
+                continue
+            raw = bson.encode(event, codec_options=CODEC)
+            if out and size + len(raw) > MAX_BSON_SIZE:
+                stop = True
+                break
+            out.append(raw)
+            size += len(raw)
+            position = returned = pos
+            if limit is not None and len(out) >= limit:
+                stop = True
+                break
+        if stop:
+            exhausted = False
+            break
+    newest = (
+        returned is not None
+        and returned == position
+        and (position.time, position.inc)
+        == (
+            store.clock.last.time,
+            store.clock.last.inc,
+        )
+    )
+    if exhausted and not newest:
+        position = max(position, store.clock.high_water_mark())
+    cursor.position = position
+    return out, False
+
+
+def _covers(cursor: StreamCursor, entry: Entry) -> bool:
+    if cursor.all_dbs:
+        return entry.db not in _INTERNAL_DBS
+    if entry.db != cursor.db:
+        return False
+    if cursor.coll is None:
+        return entry.coll is None or not entry.coll.startswith("system.")
+    return entry.coll == cursor.coll
+
+
+def _render(
+    store: Store, cursor: StreamCursor, entry: Entry
+) -> list[tuple[Position, dict[str, Any]]]:
+    if not _covers(cursor, entry):
+        return []
+    if entry.op == "dropDatabase" and cursor.coll is not None:
+        return []  # the collection's own drop entry already invalidated this stream
+    event = _base(entry.pos, entry.op, entry)
+    if entry.op in {"insert", "replace"}:
+        assert entry.full is not None
+        event["fullDocument"] = entry.full.doc
+    elif entry.op == "update" and cursor.update_lookup:
+        assert entry.key is not None and entry.coll is not None
+        current = store.lookup_id(entry.db, entry.coll, entry.key["_id"])
+        event["fullDocument"] = None if current is None else current.doc
+    event["ns"] = {"db": entry.db} if entry.coll is None else {"db": entry.db, "coll": entry.coll}
+    if entry.key is not None:
+        event["documentKey"] = entry.key
+    if entry.description is not None:
+        event["updateDescription"] = entry.description
+    rendered = [(entry.pos, event)]
+    invalidates = (entry.op == "drop" and cursor.coll is not None) or (
+        entry.op == "dropDatabase" and cursor.coll is None and not cursor.all_dbs
+    )
+    if invalidates:
+        pos = Position(entry.pos.time, entry.pos.inc, RANK_INVALIDATE)
+        rendered.append((pos, _base(pos, "invalidate", entry)))
+    return rendered
+
+
+def _base(pos: Position, op: str, entry: Entry) -> dict[str, Any]:
+    return {
+        "_id": pos.token(),
+        "operationType": op,
+        "clusterTime": Timestamp(pos.time, pos.inc),
+        "wallTime": datetime.datetime(1970, 1, 1)
+        + datetime.timedelta(milliseconds=int(entry.wall * 1000)),
+    }
