@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
@@ -289,7 +289,6 @@ class Publisher:
             log.warning("resync published", seq=seq, epoch=term.epoch, reason=draft.reason)
         else:
             self._stats.events[draft.op or draft.kind] += 1
-            self._stats.last_event_at = self._clock.wall()
             if draft.cluster_time is not None:
                 self.last_cluster_time = draft.cluster_time
             log.debug("published", seq=seq, epoch=term.epoch, kind=draft.kind, key=draft.key)
@@ -324,23 +323,37 @@ async def run_heartbeats(
     interval_ms: int,
     stats: WatcherStats,
     clock: Clock,
+    healthy: Callable[[], bool] = lambda: True,
 ) -> None:
-    """Publish a heartbeat every interval while leading ``term``; ends on ``stop``.
+    """Publish a heartbeat every interval while leading ``term`` and ``healthy()``.
 
-    A Redis failure is logged and retried next interval (the lease loop decides whether
-    we still lead); :class:`FencedOut` ends the loop so the session steps down.
+    A heartbeat tells replicas "the change stream is live and you have seen seq N", so it
+    is withheld while the stream is not open or has gone silent: replicas then notice the
+    silence and read through to MongoDB (DESIGN.md rule 2). A Redis failure is logged and
+    retried next interval (the lease loop decides whether we still lead); ``NotLeader`` /
+    ``FencedOut`` end the loop so the session steps down.
     """
     interval = interval_ms / 1000
-    failing = False
+    failing = withheld = False
     while not stop.is_set():
-        try:
-            async with asyncio.timeout(max(interval, 0.5)):
-                await publisher.heartbeat(term)
-        except (StoreUnavailable, TimeoutError) as e:
-            stats.record_error("heartbeat", e, at=clock.wall())
-            if not failing:
-                log.warning("heartbeat publish failed", epoch=term.epoch, error=type(e).__name__)
-            failing = True
+        if not healthy():
+            if not withheld:
+                log.warning("change stream not live; heartbeats withheld", epoch=term.epoch)
+            withheld = True
         else:
-            failing = False
+            if withheld:
+                log.info("change stream live again; heartbeats resumed", epoch=term.epoch)
+            withheld = False
+            try:
+                async with asyncio.timeout(max(interval, 0.5)):
+                    await publisher.heartbeat(term)
+            except (StoreUnavailable, TimeoutError) as e:
+                stats.record_error("heartbeat", e, at=clock.wall())
+                if not failing:
+                    log.warning(
+                        "heartbeat publish failed", epoch=term.epoch, error=type(e).__name__
+                    )
+                failing = True
+            else:
+                failing = False
         await wait_event(stop, interval)

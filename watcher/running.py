@@ -125,6 +125,12 @@ class Watcher:
         )
         self._stopping = False
 
+    def stream_live(self) -> bool:
+        """The change stream is open and answered (event or empty batch) within the limit."""
+        lag = self.stats.lag(self.clock.wall())
+        limit = self.settings.watcher.ready_max_lag_ms / 1000
+        return self.stats.stream_open and lag is not None and lag <= limit
+
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         """Leader: stream open and lag under the threshold. Standby: lease loop running."""
         now = self.clock.monotonic()
@@ -132,13 +138,12 @@ class Watcher:
         if self._stopping:
             return False, {**detail, "reason": "stopping"}
         if self.leadership.is_leader:
-            lag = self.stats.lag(self.clock.wall())
-            detail["lag_seconds"] = lag
-            limit = self.settings.watcher.ready_max_lag_ms / 1000
+            detail["lag_seconds"] = self.stats.lag(self.clock.wall())
             if not self.stats.stream_open:
                 return False, {**detail, "reason": "change stream not open"}
-            if lag is None or lag > limit:
-                return False, {**detail, "reason": f"change stream silent (limit {limit}s)"}
+            if not self.stream_live():
+                limit = self.settings.watcher.ready_max_lag_ms / 1000
+                return False, {**detail, "reason": f"change stream silent over {limit}s"}
             return True, detail
         alive = self.elector.alive_at
         window = max(2 * self.settings.timing.leader_ttl_ms / 1000, 1.0)
@@ -209,6 +214,7 @@ class Watcher:
                             interval_ms=self.settings.timing.heartbeat_interval_ms,
                             stats=self.stats,
                             clock=self.clock,
+                            healthy=self.stream_live,
                         ),
                         name="watcher.heartbeat",
                     )

@@ -198,6 +198,7 @@ class Follower:
                         pos.token = stream.resume_token
                     await self._save(term, pos, force=pos.unsaved_changes > 0 or pos.saved is None)
                     continue
+                self._stats.last_event_at = self._clock.wall()
                 await self._handle(change, term)
                 pos.token = stream.resume_token
                 pos.cluster_time = cluster_seconds(change.get("clusterTime"))

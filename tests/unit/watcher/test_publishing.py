@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -14,7 +15,15 @@ from shared.messages import decode
 from tests.unit.watcher.fakes import FakeChannel, FakeRedis
 from watcher.electing import Leadership, Term
 from watcher.errors import FencedOut, NotLeader
-from watcher.publishing import Draft, KeyMap, Publisher, Translator, cluster_seconds, key_of
+from watcher.publishing import (
+    Draft,
+    KeyMap,
+    Publisher,
+    Translator,
+    cluster_seconds,
+    key_of,
+    run_heartbeats,
+)
 from watcher.reporting import WatcherStats
 from watcher.timing import SYSTEM_CLOCK
 
@@ -207,3 +216,46 @@ async def test_past_the_local_deadline_nothing_is_even_attempted() -> None:
     with pytest.raises(NotLeader):
         await publisher.heartbeat(term)
     assert redis.published == []
+
+
+async def test_heartbeats_are_withheld_while_the_stream_is_not_live() -> None:
+    """No heartbeat goes out while ``healthy()`` is false; they resume once it is true."""
+    redis = FakeRedis()
+    leadership, term = await leading(redis)
+    publisher, stats = make_publisher(redis, leadership)
+    live = {"ok": False}
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        run_heartbeats(
+            publisher,
+            term,
+            stop,
+            interval_ms=10,
+            stats=stats,
+            clock=SYSTEM_CLOCK,
+            healthy=lambda: live["ok"],
+        ),
+        name="test.heartbeats",
+    )
+    await asyncio.sleep(0.1)
+    assert redis.published == []
+    live["ok"] = True
+    for _ in range(300):
+        if redis.published:
+            break
+        await asyncio.sleep(0.01)
+    stop.set()
+    await task
+    assert {m.kind for m in redis.messages()} == {"heartbeat"}
+
+
+async def test_a_fenced_heartbeat_ends_the_heartbeat_loop() -> None:
+    """When the fence refuses a heartbeat, the loop raises FencedOut (the session steps down)."""
+    redis = FakeRedis()
+    leadership, term = await leading(redis)
+    publisher, stats = make_publisher(redis, leadership)
+    redis.leader = "other"
+    with pytest.raises(FencedOut):
+        await run_heartbeats(
+            publisher, term, asyncio.Event(), interval_ms=10, stats=stats, clock=SYSTEM_CLOCK
+        )
