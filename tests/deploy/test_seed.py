@@ -16,6 +16,8 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from pymongo import MongoClient
+from pymongo.errors import DuplicateKeyError
 
 from tests.deploy.support import REPO
 
@@ -105,3 +107,40 @@ def test_unreachable_mongodb_fails_with_one_line(capsys: pytest.CaptureFixture[s
     assert status == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("seed: error: MongoDB refused seeding")
+
+
+def _snapshot(uri: str) -> dict[str, dict[str, object]]:
+    with MongoClient(uri, serverSelectionTimeoutMS=5_000) as client:
+        collection = client["ingestion"]["source_configs"]
+        return {doc["source_id"]: doc for doc in collection.find({})}
+
+
+@pytest.mark.integration
+def test_seeding_twice_equals_seeding_once(
+    mongo_uri: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The second run inserts and rewrites nothing: same documents, same _ids, 12 unchanged."""
+    assert seed_module.main(["--uri", mongo_uri, "--timeout-s", "5"]) == 0
+    assert "12 inserted, 0 updated, 0 unchanged" in capsys.readouterr().out
+    first = _snapshot(mongo_uri)
+    assert seed_module.main(["--uri", mongo_uri, "--timeout-s", "5"]) == 0
+    assert "0 inserted, 0 updated, 12 unchanged" in capsys.readouterr().out
+    assert _snapshot(mongo_uri) == first
+    expected = {c["source_id"]: c for c in seed_module.load_configs(SEED_FILE)}
+    assert {k: {f: v for f, v in d.items() if f != "_id"} for k, d in first.items()} == expected
+
+
+@pytest.mark.integration
+def test_seeding_restores_edited_examples_and_keeps_other_configs(mongo_uri: str) -> None:
+    """A changed example is put back, a config not in the file is untouched, keys stay unique."""
+    configs = seed_module.load_configs(SEED_FILE)
+    with MongoClient(mongo_uri, serverSelectionTimeoutMS=5_000) as client:
+        collection = client["ingestion"]["source_configs"]
+        assert seed_module.seed(collection, configs) == seed_module.SeedResult(12, 0, 0)
+        collection.update_one({"source_id": "web-clickstream"}, {"$set": {"enabled": False}})
+        collection.insert_one({"source_id": "operator-added", "enabled": True})
+        assert seed_module.seed(collection, configs) == seed_module.SeedResult(0, 1, 11)
+        assert collection.find_one({"source_id": "web-clickstream"})["enabled"] is True
+        assert collection.count_documents({}) == 13
+        with pytest.raises(DuplicateKeyError):
+            collection.insert_one({"source_id": "operator-added"})
