@@ -29,11 +29,12 @@ from shared.settings import Settings
 from shared.telemetry import Telemetry, render_metrics
 from watcher.electing import ElectionTiming, Elector, Leadership, Lease, RedisLease, Term
 from watcher.errors import NotLeader
-from watcher.publishing import Channel, KeyMap, Publisher, RedisChannel, Translator, run_heartbeats
+from watcher.publishing import Channel, Publisher, RedisChannel, run_heartbeats
 from watcher.reporting import StatusWriter, WatcherStats, register_metrics
 from watcher.resuming import RedisTokenStore, TokenStore
 from watcher.serving import HealthServer
 from watcher.timing import SYSTEM_CLOCK, Clock
+from watcher.translating import KeyMap, Translator
 from watcher.watching import ChangeSource, Follower
 
 log = structlog.get_logger("watcher.running")
@@ -193,12 +194,14 @@ class Watcher:
             await asyncio.wait({work, lost}, return_when=asyncio.FIRST_COMPLETED)
             if not work.done():
                 log.warning("leadership revoked; leader work cancelled", epoch=term.epoch)
-                work.cancel()
         finally:
-            lost.cancel()
+            # Also on our own cancellation (shutdown after a crash): the work must end too.
+            for task in (work, lost):
+                task.cancel()
             await asyncio.gather(work, lost, return_exceptions=True)
-        if not work.cancelled() and work.exception() is not None:
-            raise work.exception()  # type: ignore[misc]
+        error = None if work.cancelled() else work.exception()
+        if error is not None:
+            raise error
 
     async def _lead(self, term: Term, stop: asyncio.Event) -> None:
         heartbeat_stop = asyncio.Event()

@@ -32,10 +32,11 @@ from watcher.errors import (
     StreamInvalidated,
     StreamRestart,
 )
-from watcher.publishing import Publisher, Translator, cluster_seconds, key_of, resync
+from watcher.publishing import Publisher
 from watcher.reporting import WatcherStats
 from watcher.resuming import ResumeToken, TokenStore
 from watcher.timing import Backoff, Clock, wait_event
+from watcher.translating import Translator, cluster_seconds, key_of, resync
 
 log = structlog.get_logger("watcher.watching")
 

@@ -152,3 +152,28 @@ async def test_revoking_leadership_cancels_the_leader_work_at_once() -> None:
         assert len(redis.published) == sent
         assert not watcher.leadership.is_leader
         redis.leader = None
+
+
+async def test_another_root_task_dying_while_leading_ends_the_session_too() -> None:
+    """If a root task other than the leader's dies, the session is cancelled, not left hanging."""
+    redis, source = FakeRedis(), FakeSource()
+    watcher = make_watcher(redis, source)
+    broken = asyncio.Event()
+    original = watcher.status.write_once
+
+    async def write_once() -> bool:
+        if broken.is_set():
+            raise RuntimeError("bug in the status writer")
+        return await original()
+
+    watcher.status.write_once = write_once  # type: ignore[method-assign]
+    run = asyncio.create_task(watcher.run(asyncio.Event()), name="test.watcher")
+    await eventually(lambda: watcher.stats.stream_open)
+    source.insert(1, "k1")
+    await eventually(lambda: any(m.key == "k1" for m in redis.messages()))
+    broken.set()
+    with pytest.raises(BaseExceptionGroup) as caught:
+        await asyncio.wait_for(run, 5)
+    assert caught.group_contains(RuntimeError, match="status writer")
+    assert not watcher.stats.stream_open
+    assert redis.holder() is None

@@ -15,9 +15,10 @@ from shared.messages import Message
 from tests.unit.watcher.fakes import FakeChannel, FakeRedis, FakeSource, FakeTokens, position, token
 from watcher.electing import Leadership, Term
 from watcher.errors import FencedOut, HistoryLost, SourceUnavailable
-from watcher.publishing import KeyMap, Publisher, Translator
+from watcher.publishing import Publisher
 from watcher.reporting import WatcherStats
 from watcher.timing import SYSTEM_CLOCK, Backoff
+from watcher.translating import KeyMap, Translator
 from watcher.watching import Follower
 
 
