@@ -103,13 +103,13 @@ def create_app(
     opener = open_replica or default_opener
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app_: FastAPI) -> AsyncIterator[None]:
         async with opener(events) as replica:
-            current.replica = replica
+            current.replica = app_.state.replica = replica
             try:
                 yield
             finally:
-                current.replica = None
+                current.replica = app_.state.replica = None
 
     app = FastAPI(
         title="source-config-cache replica",

@@ -7,12 +7,15 @@ our own stop, the failure is logged with its traceback, remembered (readiness fa
 and handed to ``on_failure`` (the entry point makes uvicorn exit, non-zero).
 
 Invariant: after :meth:`Supervisor.aclose` returns, no task it started is running.
+Python 3.11's ``asyncio.wait_for`` (used inside redis-py) can swallow a cancellation that
+lands in the same tick as the inner future completes (CPython issue 86296, fixed in
+3.12), so :func:`stop_tasks` cancels again until the tasks really end.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
 import structlog
@@ -61,10 +64,25 @@ class Supervisor:
     async def aclose(self, timeout_s: float = 5.0) -> None:
         """Cancel every task and wait (at most ``timeout_s``) for them to end."""
         self._stopping = True
-        for task in self._tasks:
-            task.cancel()
-        if self._tasks:
-            done, pending = await asyncio.wait(self._tasks, timeout=timeout_s)
-            for task in pending:
-                log.error("root task did not stop in time", task=task.get_name())
+        await stop_tasks(self._tasks, timeout_s=timeout_s)
         self._tasks.clear()
+
+
+async def stop_tasks(
+    tasks: Iterable[asyncio.Task[Any]], *, timeout_s: float = 5.0, recancel_s: float = 0.5
+) -> None:
+    """Cancel ``tasks`` and wait for them, re-cancelling any that swallowed the request."""
+    pending = {t for t in tasks if not t.done()}
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while pending:
+        for task in pending:
+            task.cancel()
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            for task in pending:
+                log.error("task did not stop in time", task=task.get_name())
+            return
+        _, pending = await asyncio.wait(pending, timeout=min(recancel_s, remaining))
+        for task in pending:
+            log.warning("task ignored a cancellation; cancelling again", task=task.get_name())
