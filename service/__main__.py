@@ -4,7 +4,8 @@ Why it exists: the only place that turns the environment into a running process.
 Settings are read once (``SCC_*``, see ``--help``); a bad variable -- or a MongoDB URI
 PyMongo refuses -- prints one line naming it and exits 2, before anything starts.
 Signals are uvicorn's: SIGTERM/SIGINT stop intake, run the lifespan shutdown (tasks
-stopped, heartbeat hash deleted, clients closed) and exit 0. If a root task dies the
+stopped, heartbeat hash deleted, clients closed), then uvicorn re-raises the signal, so
+the status says "stopped by SIGTERM" (143 in a shell). If a root task dies the
 replica is logged as failed, uvicorn is told to stop, and the process exits 1 -- so the
 orchestrator restarts it instead of leaving a replica whose cache nobody updates.
 """

@@ -42,8 +42,8 @@ class RedisFeed:
         self._pubsub = pubsub
         channel = self._keys.invalidations
         try:
-            await pubsub.subscribe(channel)
             async with asyncio.timeout(self._confirm_timeout_s):
+                await pubsub.subscribe(channel)
                 while True:
                     reply = await pubsub.get_message(timeout=self._confirm_timeout_s)
                     if reply is not None and reply.get("type") == "subscribe":

@@ -286,3 +286,20 @@ async def test_dead_subscriber_task_fails_readiness_and_liveness(
         assert ready.status_code == 503 and ready.json()["status"] == "failed"
         assert "bug in the subscriber" in ready.json()["problems"][0]
         assert (await rig.http.get("/health/live")).status_code == 503
+
+
+async def test_hung_redis_is_noticed_by_silence_and_survived(
+    redis_url: str, redis_server: RedisServer, mongo_double: MongoDouble
+) -> None:
+    """A paused Redis stops heartbeats: stream inactive, degraded; after resume, resync, ok."""
+    async with replica_rig(redis_url, mongo_double) as rig:
+        redis_server.pause()
+        try:
+            await wait_for(lambda: not rig.replica.subscriber.state.stream_active, what="silence")
+            ready = await rig.http.get("/health/ready")
+            assert ready.status_code == 200 and ready.json()["status"] == "degraded"
+        finally:
+            redis_server.resume()
+        await rig.wait_ready()
+        reasons = rig.replica.subscriber.state.resyncs
+        assert reasons["silent"] + reasons["redis_reconnect"] + reasons["resubscribed"] >= 1
