@@ -264,3 +264,16 @@ async def test_a_refused_token_mid_stream_resyncs_once() -> None:
         await eventually(lambda: len(r.tokens.saves) == 2)
     assert r.source.opened == [0, 1] and r.tokens.saves[-1] == token(1)
     assert [m.reason for m in r.messages() if m.kind == "resync"] == ["no_token", "history_lost"]
+
+
+@pytest.mark.parametrize("op", ["invalidate", "rename", "dropDatabase"])
+async def test_every_stream_ending_event_publishes_resync_with_its_name(op: str) -> None:
+    """``invalidate``/``rename``/``dropDatabase`` each → one ``resync`` naming it, then from now."""
+    r = rig()
+    async with following(r):
+        await eventually(lambda: len(r.tokens.saves) == 1)
+        r.source._event(op)
+        await eventually(lambda: len(r.source.opened) == 2)
+        await eventually(lambda: op in [m.reason for m in r.messages()])
+    assert [m.reason for m in r.messages() if m.kind == "resync"] == ["no_token", op]
+    assert r.stats.resyncs[op] == 1
