@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -36,7 +37,7 @@ def keys(events: list[dict[str, Any]]) -> list[Any]:
 
 
 @pytest.fixture
-async def client(mongo_double: MongoDouble) -> Any:
+async def client(mongo_double: MongoDouble) -> AsyncIterator[AsyncMongoClient[dict[str, Any]]]:
     """An async client on the double, closed after the test."""
     mongo_client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
         mongo_double.uri, serverSelectionTimeoutMS=5000

@@ -131,7 +131,7 @@ def _start_container() -> tuple[Any, str]:
     return container, uri
 
 
-@pytest.fixture(params=["double", "real"])
+@pytest.fixture(params=["double", pytest.param("real", marks=pytest.mark.realmongo)])
 def mongo_target(request: pytest.FixtureRequest) -> Iterator[MongoTarget]:
     """A contract target: a fresh double, or the session's real replica set (else skipped)."""
     if request.param == "double":

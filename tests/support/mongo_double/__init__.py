@@ -56,12 +56,17 @@ What it does NOT emulate
     authentication and TLS, transactions (refused with code 20), compression, sessions
     beyond retryable-write deduplication (no causal consistency or snapshot reads; read
     and write concerns are accepted and ignored), replication (one member; no secondaries,
-    elections or rollbacks; writes are majority-committed at once), a real oplog (the
-    history is an in-memory list; tokens are the double's own format), pre/post-images,
-    expanded change events (create, createIndexes, rename...), renameCollection, capped
-    collections and tailable find cursors, collation, regex queries, $expr, aggregation
-    expressions, array filters and pipeline updates, multikey semantics of unique indexes,
-    cursor timeouts, maxTimeMS on non-stream commands, and persistence.
+    elections or rollbacks; every write is majority-committed at once), a real oplog (the
+    history is an in-memory list and tokens are the double's own opaque format, so they
+    are not interchangeable with a real server's), pre/post-images, expanded change events
+    (create, createIndexes, rename...), renameCollection, capped collections and tailable
+    find cursors, views, collation (refused), regex queries, $expr/$where/$text,
+    aggregation expressions, array filters and pipeline updates (refused), array-element
+    paths in updateDescription (arrays are reported whole, truncatedArrays is empty),
+    multikey semantics of unique indexes, cursor timeouts (cursors live until exhausted
+    or killed), snapshot isolation of reads (a find/aggregate result is fixed when its
+    first batch is served), maxTimeMS on anything but change-stream getMore, strict
+    rejection of unknown command fields, and persistence (everything is in memory).
 
 Run standalone: ``python -m tests.support.mongo_double --port 0 [--seed FILE.json]``.
 """

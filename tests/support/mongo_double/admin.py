@@ -158,10 +158,12 @@ def _fail_commands(ctx: Context) -> dict[str, Any]:
     if not names or not all(isinstance(n, str) for n in names):
         raise bad_value("failCommands needs 'commands': a non-empty array of command names")
     labels = ctx.arg("errorLabels", list, None)
+    if ctx.arg("times", (int, float), 1) < 1:
+        raise bad_value("failCommands 'times' must be >= 1")
     rule = FailRule(
         commands=frozenset(names),
-        remaining=int(ctx.arg("times", int, 1)),
-        code=int(ctx.arg("code", int, 10107)),
+        remaining=int(ctx.arg("times", (int, float), 1)),
+        code=int(ctx.arg("code", (int, float), 10107)),
         code_name=ctx.arg("codeName", str, None),
         errmsg=ctx.arg("errmsg", str, None),
         labels=None if labels is None else [str(label) for label in labels],

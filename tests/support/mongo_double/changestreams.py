@@ -20,7 +20,7 @@ from bson.timestamp import Timestamp
 
 from .errors import CommandError, bad_value, not_emulated
 from .store import RANK_EVENT, RANK_INVALIDATE, RANK_START, Entry, Position, Store, parse_token
-from .values import matches
+from .values import check_query, matches
 from .wire import CODEC, MAX_BSON_SIZE
 
 _OPTIONS = {
@@ -134,6 +134,7 @@ def _filters(stages: list[Any]) -> list[dict[str, Any]]:
             raise not_emulated(f"the {name} stage after $changeStream (only $match is)")
         if not isinstance(spec, dict):
             raise CommandError(15959, "the match filter must be an expression in an object")
+        check_query(spec)
         filters.append(spec)
     return filters
 

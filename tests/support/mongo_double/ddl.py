@@ -35,8 +35,7 @@ async def create(ctx: Context) -> dict[str, Any]:
     for option in _CREATE_OPTIONS_NOT_EMULATED & set(ctx.command):
         if ctx.command[option]:
             raise not_emulated(f"create with {option}")
-    if ctx.store.collection(ctx.db, name) is not None:
-        raise CommandError(48, f"Collection {ctx.db}.{name} already exists.")
+    # 7.0: creating an existing collection with identical (here: default) options succeeds.
     ctx.store.collection(ctx.db, name, create=True)
     return {"ok": 1.0}
 

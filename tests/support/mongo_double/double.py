@@ -13,9 +13,12 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any, TypeVar
 
+import bson
+
 from .errors import code_name as _code_name
 from .server import DoubleServer
 from .state import DEFAULT_COLLECTION, DEFAULT_DB, DoubleConfig, FailRule
+from .wire import CODEC
 
 T = TypeVar("T")
 
@@ -147,6 +150,8 @@ class MongoDouble:
         change-stream aggregate/getMore for resumable codes, ``RetryableWriteError`` on
         retryable writes); ``close_connection`` hangs up instead of replying.
         """
+        if not commands or times < 1:
+            raise ValueError("fail_commands needs at least one command name and times >= 1")
         rule = FailRule(
             commands=frozenset(commands),
             remaining=times,
@@ -203,7 +208,7 @@ class MongoDouble:
 
         def apply(s: DoubleServer) -> int:
             for doc in docs:
-                s.state.store.insert(db, collection, doc)
+                s.state.store.insert(db, collection, doc, private=True)
             return len(docs)
 
         return self._call(apply)
@@ -211,10 +216,11 @@ class MongoDouble:
     def documents(
         self, *, db: str = DEFAULT_DB, collection: str = DEFAULT_COLLECTION
     ) -> list[dict[str, Any]]:
-        """A snapshot of a collection's documents in natural order."""
+        """A snapshot (copies) of a collection's documents in natural order."""
 
         def read(s: DoubleServer) -> list[dict[str, Any]]:
-            return [item.doc for item in s.state.store.find(db, collection, {})]
+            items = s.state.store.find(db, collection, {})
+            return [bson.decode(item.raw, codec_options=CODEC) for item in items]
 
         return self._call(read)
 

@@ -77,8 +77,11 @@ async def find(ctx: Context) -> dict[str, Any]:
             "error processing query: tailable cursor requested on non capped collection "
             f"{ctx.db}.{name}",
         )
+    if projection:
+        project({}, projection)  # refuse a bad projection even when nothing matches
     hits = ctx.store.find(ctx.db, name, query)
     if sort:
+        sort_documents([], sort, key=lambda item: item)  # likewise for a bad sort
         hits = sort_documents(hits, sort, key=lambda item: item.doc)
     hits = hits[skip : skip + limit if limit else None]
     if projection:

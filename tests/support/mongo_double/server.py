@@ -19,7 +19,7 @@ from bson.int64 import Int64
 
 from . import admin, ddl, reads, writes  # noqa: F401 - importing registers the handlers
 from .changestreams import StreamCursor, is_change_stream
-from .errors import STATE_CHANGE_CODES, WRITE_COMMANDS, CommandError, server_labels
+from .errors import STATE_CHANGE_CODES, WRITE_COMMANDS, CommandError, not_emulated, server_labels
 from .state import HANDLERS, Context, DoubleConfig, State, validate_db
 from .values import canon
 from .wire import (
@@ -186,6 +186,8 @@ class DoubleServer:
             }
         ):
             raise CommandError(20, "transactions are not supported by the MongoDB wire double")
+        if _uses_collation(cmd):
+            raise not_emulated("collation")
         if name not in _UNCOUNTED:
             self._inject_fault(name, cmd)
         handler = HANDLERS.get(name)
@@ -232,6 +234,15 @@ class DoubleServer:
             cursor = self.state.cursors.peek(int(cmd["getMore"]))
             return cursor is None or isinstance(cursor, StreamCursor)
         return False
+
+
+def _uses_collation(cmd: dict[str, Any]) -> bool:
+    if cmd.get("collation"):
+        return True
+    statements = cmd.get("updates") or cmd.get("deletes")
+    return isinstance(statements, list) and any(
+        isinstance(s, dict) and s.get("collation") for s in statements
+    )
 
 
 def _retry_key(name: str, cmd: dict[str, Any]) -> tuple[Any, int] | None:

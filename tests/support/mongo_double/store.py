@@ -24,7 +24,7 @@ from bson.timestamp import Timestamp
 
 from .errors import CommandError
 from .updates import id_first, update_description, validate_document
-from .values import MISSING, canon, get_path, matches
+from .values import MISSING, canon, check_query, get_path, matches
 from .wire import CODEC, MAX_BSON_SIZE
 
 RANK_START = 0  # before every entry at this cluster time (startAtOperationTime)
@@ -237,6 +237,7 @@ class Store:
 
     # -- documents ----------------------------------------------------------------------
     def find(self, db: str, name: str, query: dict[str, Any]) -> list[StoredDoc]:
+        check_query(query)
         coll = self.collection(db, name)
         if coll is None:
             return []
@@ -251,10 +252,19 @@ class Store:
             return [item for item in coll.docs.values() if _equal_fields(item.doc, simple)]
         return [item for item in coll.docs.values() if matches(item.doc, query)]
 
-    def insert(self, db: str, name: str, doc: dict[str, Any]) -> StoredDoc:
-        """Insert one document (``_id`` generated if absent); DuplicateKey on conflicts."""
+    def insert(
+        self, db: str, name: str, doc: dict[str, Any], *, private: bool = False
+    ) -> StoredDoc:
+        """Insert one document (``_id`` generated if absent); DuplicateKey on conflicts.
+
+        ``private``: store a copy, for documents the caller may still mutate (the Python API);
+        documents decoded from the wire are already private.
+        """
         doc = id_first(validate_document(doc))
         item = stored(doc)
+        if private:
+            doc = bson.decode(item.raw, codec_options=CODEC)
+            item = StoredDoc(doc, item.raw)
         coll = self.collection(db, name, create=True)
         assert coll is not None
         id_key = canon(doc["_id"])

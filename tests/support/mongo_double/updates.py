@@ -288,5 +288,5 @@ def validate_document(doc: Any, what: str = "document") -> dict[str, Any]:
         if key.startswith("$"):
             raise CommandError(52, f"The dollar ($) prefixed field '{key}' is not allowed")
     if isinstance(doc.get("_id"), list):
-        raise CommandError(53, "The '_id' value cannot be of type array")
+        raise CommandError(2, "can't use an array for _id")
     return doc

@@ -205,6 +205,40 @@ def matches(doc: dict[str, Any], query: dict[str, Any]) -> bool:
     return True
 
 
+_FIELD_OPERATORS = {"$eq", "$ne", "$in", "$nin", "$gt", "$gte", "$lt", "$lte", "$exists", "$not"}
+_REFUSED_OPERATORS = {"$regex", "$options", "$elemMatch", "$size", "$type", "$mod", "$all"}
+
+
+def check_query(query: Any) -> None:
+    """Refuse a malformed or unsupported filter up front, even if no document is scanned."""
+    if not isinstance(query, dict):
+        raise bad_value("the query filter must be an object")
+    for key, condition in query.items():
+        if key in {"$and", "$or", "$nor"}:
+            if not isinstance(condition, list) or not condition:
+                raise bad_value(f"{key} argument must be a non-empty array")
+            for clause in condition:
+                check_query(clause)
+        elif key.startswith("$"):
+            _logical({}, key, [{}])
+        elif _is_operator_doc(condition):
+            _check_condition(condition)
+
+
+def _check_condition(condition: dict[str, Any]) -> None:
+    for op, arg in condition.items():
+        if op in _REFUSED_OPERATORS:
+            raise not_emulated(f"the {op} query operator")
+        if op not in _FIELD_OPERATORS:
+            raise bad_value(f"unknown operator: {op}")
+        if op in {"$in", "$nin"} and not isinstance(arg, list):
+            raise bad_value(f"{op} needs an array")
+        if op == "$not":
+            if not isinstance(arg, dict) or not _is_operator_doc(arg):
+                raise bad_value("$not needs a document of operators")
+            _check_condition(arg)
+
+
 def _logical(doc: dict[str, Any], op: str, clauses: Any) -> bool:
     if op in {"$and", "$or", "$nor"}:
         if not isinstance(clauses, list) or not clauses:
@@ -284,7 +318,7 @@ def _operator(candidates: list[Any], op: str, arg: Any) -> bool:
         if not isinstance(arg, dict):
             raise bad_value("$not needs an object")
         return not _field_matches(candidates, arg)
-    if op in {"$regex", "$options", "$elemMatch", "$size", "$type", "$mod", "$all"}:
+    if op in _REFUSED_OPERATORS:
         raise not_emulated(f"the {op} query operator")
     raise bad_value(f"unknown operator: {op}")
 

@@ -41,7 +41,27 @@ def _statements(ctx: Context, field: str) -> list[dict[str, Any]]:
     for item in items:
         if not isinstance(item, dict):
             raise CommandError(14, f"BSON field '{ctx.name}.{field}' must contain objects")
+        _check_statement_shape(ctx.name, field, item)
     return items
+
+
+def _check_statement_shape(name: str, field: str, stmt: dict[str, Any]) -> None:
+    """Malformed statements fail the whole command (the server's IDL parse), not one write."""
+    if field == "documents":
+        return
+    if not isinstance(stmt.get("q"), dict):
+        raise CommandError(
+            40414 if "q" not in stmt else 14, f"BSON field '{name}.{field}.q' must be an object"
+        )
+    if field == "updates" and not isinstance(stmt.get("u"), dict | list):
+        raise CommandError(
+            40414 if "u" not in stmt else 14,
+            f"BSON field '{name}.{field}.u' must be an object or an array",
+        )
+    if field == "deletes":
+        limit = stmt.get("limit")
+        if isinstance(limit, bool) or limit not in (0, 1):
+            raise CommandError(9, f"The limit field in delete objects must be 0 or 1. Got {limit}")
 
 
 def _write_reply(
@@ -103,11 +123,7 @@ async def update(ctx: Context) -> dict[str, Any]:
 
 
 def _update_one_statement(ctx: Context, name: str, stmt: dict[str, Any]) -> tuple[int, int, Any]:
-    query = stmt.get("q", {})
-    if not isinstance(query, dict):
-        raise CommandError(14, "BSON field 'update.updates.q' must be an object")
-    if "u" not in stmt:
-        raise CommandError(40414, "BSON field 'update.updates.u' is missing but a required field")
+    query = stmt["q"]
     if stmt.get("arrayFilters"):
         raise CommandError(2, "arrayFilters are not supported by the MongoDB wire double")
     update_doc, multi = stmt["u"], bool(stmt.get("multi", False))
