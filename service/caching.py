@@ -92,11 +92,13 @@ class Snapshot:
 
     def _unindex(self, key: str, doc: Doc) -> None:
         container = container_of(doc)
-        bucket = self.by_container.get(container) if container is not None else None
+        if container is None:
+            return
+        bucket = self.by_container.get(container)
         if bucket is not None:
             bucket.pop(key, None)
             if not bucket:
-                del self.by_container[container]  # type: ignore[arg-type]
+                del self.by_container[container]
 
 
 class ConfigCache:

@@ -8,13 +8,14 @@ reports only majority-committed changes, and a reload must not be ahead of them.
 
 Invariant: a method returns documents exactly as PyMongo decodes them (see
 :data:`shared.clients.MONGO_DOCUMENT_OPTIONS`) or raises :class:`StoreError`; no PyMongo
-exception leaves this module.
+or BSON exception (a stored document PyMongo cannot decode, say) leaves this module.
 """
 
 from __future__ import annotations
 
 from typing import Any, Final, Protocol
 
+from bson.errors import BSONError
 from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
 from pymongo.read_concern import ReadConcern
@@ -59,14 +60,14 @@ class MongoConfigStore:
         """Every document, read in batches by the driver."""
         try:
             return [doc async for doc in self._collection.find({})]
-        except PyMongoError as e:
+        except (PyMongoError, BSONError) as e:
             raise StoreError(f"loading {self._where} failed: {e}") from e
 
     async def find_by_key(self, key: str) -> dict[str, Any] | None:
         """One document by key field (``find_one``)."""
         try:
             doc: dict[str, Any] | None = await self._collection.find_one({self._key_field: key})
-        except PyMongoError as e:
+        except (PyMongoError, BSONError) as e:
             raise StoreError(f"reading {self._key_field}={key!r} failed: {e}") from e
         return doc
 
@@ -74,5 +75,5 @@ class MongoConfigStore:
         """Every document landing in ``container``."""
         try:
             return [doc async for doc in self._collection.find({CONTAINER_FIELD: container})]
-        except PyMongoError as e:
+        except (PyMongoError, BSONError) as e:
             raise StoreError(f"reading {CONTAINER_FIELD}={container!r} failed: {e}") from e
