@@ -6,7 +6,7 @@ it messages in sequence order and swaps in whole reloads; this module only answe
 
 Invariants it keeps:
 
-* The serving state is one :class:`Snapshot` (key map + ``landing_container`` index),
+* The serving state is one :class:`~service.snapshot.Snapshot` (key map + container index),
   replaced by a single assignment on reload: readers never see an empty, half-built or
   ``None`` map.
 * A miss reads MongoDB once per key or container however many callers wait for it
@@ -27,78 +27,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine
 from typing import Any, Final, TypeVar
 
+from service.snapshot import Doc, Snapshot, container_of
 from service.storing import ConfigStore
 
 _T = TypeVar("_T")
-Doc = dict[str, Any]
 
 #: Why an entry changed; bounded, so it labels ``source_config_cache_invalidations_total``.
 INVALIDATION_REASONS: Final = ("upsert", "refetch", "delete", "reload", "read_through")
 #: Above this many remembered "unknown" answers, expired ones are swept before adding.
 _NEGATIVE_SWEEP_AT: Final = 50_000
-
-
-def container_of(doc: Doc) -> str | None:
-    """The document's ``ingestion.landing_container``, if it is a non-empty string."""
-    ingestion = doc.get("ingestion")
-    if isinstance(ingestion, dict):
-        container = ingestion.get("landing_container")
-        if isinstance(container, str) and container:
-            return container
-    return None
-
-
-class Snapshot:
-    """Key → document plus the container index; mutated in place only by its owner."""
-
-    __slots__ = ("by_container", "by_key")
-
-    def __init__(self) -> None:
-        self.by_key: dict[str, Doc] = {}
-        self.by_container: dict[str, dict[str, Doc]] = {}
-
-    @classmethod
-    def build(cls, docs: Iterable[Doc], *, key_field: str) -> tuple[Snapshot, int]:
-        """A snapshot of ``docs`` and how many were skipped for lacking a string key."""
-        snapshot, skipped = cls(), 0
-        for doc in docs:
-            key = doc.get(key_field)
-            if isinstance(key, str) and key:
-                snapshot.put(key, doc)
-            else:
-                skipped += 1
-        return snapshot, skipped
-
-    def put(self, key: str, doc: Doc) -> None:
-        """Insert or replace ``key``, moving it between container buckets if needed."""
-        old = self.by_key.get(key)
-        if old is not None:
-            self._unindex(key, old)
-        self.by_key[key] = doc
-        container = container_of(doc)
-        if container is not None:
-            self.by_container.setdefault(container, {})[key] = doc
-
-    def remove(self, key: str) -> bool:
-        """Drop ``key``; True if it was there."""
-        old = self.by_key.pop(key, None)
-        if old is None:
-            return False
-        self._unindex(key, old)
-        return True
-
-    def _unindex(self, key: str, doc: Doc) -> None:
-        container = container_of(doc)
-        if container is None:
-            return
-        bucket = self.by_container.get(container)
-        if bucket is not None:
-            bucket.pop(key, None)
-            if not bucket:
-                del self.by_container[container]
 
 
 class ConfigCache:

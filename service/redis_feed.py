@@ -21,7 +21,7 @@ import structlog
 from redis.exceptions import RedisError
 
 from service.errors import FeedLost
-from service.subscribing import SUBSCRIBED
+from service.feed import SUBSCRIBED
 from shared.keys import Keys
 
 log = structlog.get_logger("service.redis_feed")
@@ -56,7 +56,7 @@ class RedisFeed:
             raise FeedLost(f"cannot subscribe to {channel}: {e}") from e
 
     async def receive(self, wait_s: float) -> bytes | str | None:
-        """The next message body, :data:`SUBSCRIBED` after a resubscription, or None."""
+        """The next message body (bytes), :data:`SUBSCRIBED` after a resubscription, or None."""
         if self._pubsub is None:
             raise FeedLost("not subscribed")
         try:
@@ -68,7 +68,9 @@ class RedisFeed:
         kind = reply.get("type")
         if kind == "message":
             data = reply.get("data")
-            return data if isinstance(data, bytes | str) else None
+            if isinstance(data, str):  # a client built with decode_responses=True
+                return data.encode()
+            return data if isinstance(data, bytes) else None
         if kind == "subscribe":
             return SUBSCRIBED
         return None  # pong, unsubscribe: nothing for the subscriber

@@ -27,12 +27,13 @@ import structlog
 
 from service.caching import ConfigCache
 from service.errors import RootTaskFailed
+from service.feed import Feed
 from service.ingesting import EventSink, IngestCounters, RedisEventSink
 from service.metrics import register_replica_metrics
 from service.redis_feed import RedisFeed
 from service.replica_status import ReplicaStatusWriter
 from service.storing import ConfigStore, MongoConfigStore
-from service.subscribing import Feed, Subscriber
+from service.subscribing import Subscriber
 from service.supervising import Supervisor
 from shared import __version__
 from shared.clients import make_mongo, make_redis

@@ -28,44 +28,24 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import structlog
 
-from service.caching import ConfigCache, Snapshot
+from service.caching import ConfigCache
 from service.errors import RESYNC_REASONS, FeedLost, ResyncRequired, StoreError
+from service.feed import SUBSCRIBED, Feed
+from service.snapshot import Snapshot
 from service.storing import ConfigStore
 from shared.errors import MESSAGE_ERROR_REASONS, MessageError
 from shared.messages import Message, decode
 
 log = structlog.get_logger("service.subscribing")
 
-#: What :meth:`Feed.receive` returns when the channel subscription was (re)confirmed.
-SUBSCRIBED: Final = "subscribed"
 #: Longest wait between reconnect attempts while Redis is unreachable.
 MAX_BACKOFF_S: Final = 5.0
 #: Silence doubles the reconnect delay this many times at most (no watcher running).
 MAX_SILENT_DOUBLINGS: Final = 4
-
-
-class Feed(Protocol):
-    """The invalidation channel and the counters next to it (Redis in production)."""
-
-    async def open(self) -> None:
-        """Subscribe and return once the subscription is confirmed; raise FeedLost."""
-        ...
-
-    async def receive(self, wait_s: float) -> bytes | str | None:
-        """A message body, :data:`SUBSCRIBED`, or None after ``wait_s`` seconds; raise FeedLost."""
-        ...
-
-    async def position(self) -> tuple[int, int | None]:
-        """``({ns}:seq, {ns}:epoch)`` now (0 and None when unset); raise FeedLost."""
-        ...
-
-    async def close(self) -> None:
-        """Drop the subscription (idempotent, never raises)."""
-        ...
 
 
 @dataclass

@@ -9,8 +9,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from service.errors import FeedLost
+from service.feed import SUBSCRIBED
 from service.redis_feed import RedisFeed
-from service.subscribing import SUBSCRIBED
 from shared.keys import Keys
 from tests.support.redis_server import RedisServer
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from service.errors import FeedLost, StoreError
-from service.subscribing import SUBSCRIBED
+from service.feed import SUBSCRIBED
 from shared.messages import Message, encode
 
 

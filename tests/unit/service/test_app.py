@@ -13,11 +13,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
 from service.app import create_app
-from service.caching import ConfigCache, Snapshot
+from service.caching import ConfigCache
 from service.errors import RootTaskFailed, StoreError
 from service.ingesting import IngestCounters
 from service.metrics import register_replica_metrics
 from service.replica import Replica
+from service.snapshot import Snapshot
 from service.subscribing import Subscriber
 from service.supervising import Supervisor, stop_tasks
 from shared.settings import Settings, load_settings

@@ -6,8 +6,9 @@ import asyncio
 
 import pytest
 
-from service.caching import ConfigCache, Snapshot
+from service.caching import ConfigCache
 from service.errors import StoreError
+from service.snapshot import Snapshot
 from tests.unit.service.fakes import FakeClock, FakeStore, config
 
 

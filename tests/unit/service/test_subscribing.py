@@ -10,7 +10,8 @@ from structlog.testing import capture_logs
 
 from service.caching import ConfigCache
 from service.errors import FeedLost, ResyncRequired, StoreError
-from service.subscribing import SUBSCRIBED, Subscriber
+from service.feed import SUBSCRIBED
+from service.subscribing import Subscriber
 from shared.messages import Message
 from tests.unit.service.fakes import (
     FakeClock,

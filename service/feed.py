@@ -1,0 +1,34 @@
+"""The port the subscriber reads invalidations through (Redis pub/sub in production).
+
+Why a module of its own: :mod:`service.subscribing` implements the rules against this
+Protocol, :mod:`service.redis_feed` implements it on redis-py, and unit tests script it.
+Invariant every implementation keeps: failures of the transport surface only as
+:class:`~service.errors.FeedLost`, and a (re)confirmed subscription as :data:`SUBSCRIBED`.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Protocol
+
+#: What :meth:`Feed.receive` returns when the channel subscription was (re)confirmed.
+SUBSCRIBED: Final = "subscribed"
+
+
+class Feed(Protocol):
+    """The invalidation channel and the counters next to it (Redis in production)."""
+
+    async def open(self) -> None:
+        """Subscribe and return once the subscription is confirmed; raise FeedLost."""
+        ...
+
+    async def receive(self, wait_s: float) -> bytes | str | None:
+        """A message body, :data:`SUBSCRIBED`, or None after ``wait_s`` seconds; raise FeedLost."""
+        ...
+
+    async def position(self) -> tuple[int, int | None]:
+        """``({ns}:seq, {ns}:epoch)`` now (0 and None when unset); raise FeedLost."""
+        ...
+
+    async def close(self) -> None:
+        """Drop the subscription (idempotent, never raises)."""
+        ...

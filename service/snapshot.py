@@ -1,0 +1,75 @@
+"""The serving state of a replica's cache: key → config, plus the container index.
+
+Why a module of its own: it is the one structure both the cache (which answers from it)
+and the subscriber (which builds a fresh one on every reload and replays buffered
+messages onto it before the swap) write to. Invariant: ``by_container`` is always exactly
+the index of ``by_key`` on ``ingestion.landing_container`` -- :meth:`Snapshot.put` and
+:meth:`Snapshot.remove` are the only writers and keep both in step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+Doc = dict[str, Any]
+
+
+def container_of(doc: Doc) -> str | None:
+    """The document's ``ingestion.landing_container``, if it is a non-empty string."""
+    ingestion = doc.get("ingestion")
+    if isinstance(ingestion, dict):
+        container = ingestion.get("landing_container")
+        if isinstance(container, str) and container:
+            return container
+    return None
+
+
+class Snapshot:
+    """Key → document plus the container index; mutated in place only by its owner."""
+
+    __slots__ = ("by_container", "by_key")
+
+    def __init__(self) -> None:
+        self.by_key: dict[str, Doc] = {}
+        self.by_container: dict[str, dict[str, Doc]] = {}
+
+    @classmethod
+    def build(cls, docs: Iterable[Doc], *, key_field: str) -> tuple[Snapshot, int]:
+        """A snapshot of ``docs`` and how many were skipped for lacking a string key."""
+        snapshot, skipped = cls(), 0
+        for doc in docs:
+            key = doc.get(key_field)
+            if isinstance(key, str) and key:
+                snapshot.put(key, doc)
+            else:
+                skipped += 1
+        return snapshot, skipped
+
+    def put(self, key: str, doc: Doc) -> None:
+        """Insert or replace ``key``, moving it between container buckets if needed."""
+        old = self.by_key.get(key)
+        if old is not None:
+            self._unindex(key, old)
+        self.by_key[key] = doc
+        container = container_of(doc)
+        if container is not None:
+            self.by_container.setdefault(container, {})[key] = doc
+
+    def remove(self, key: str) -> bool:
+        """Drop ``key``; True if it was there."""
+        old = self.by_key.pop(key, None)
+        if old is None:
+            return False
+        self._unindex(key, old)
+        return True
+
+    def _unindex(self, key: str, doc: Doc) -> None:
+        container = container_of(doc)
+        if container is None:
+            return
+        bucket = self.by_container.get(container)
+        if bucket is not None:
+            bucket.pop(key, None)
+            if not bucket:
+                del self.by_container[container]
