@@ -106,11 +106,12 @@ async def test_resumable_errors_carry_the_server_label(
     mongo_double.fail_commands("getMore", code=189)
     with pytest.raises(NotPrimaryError) as stepped_down:
         await db.command({"getMore": cursor_id, "collection": COLL, "maxTimeMS": 10})
-    assert "ResumableChangeStreamError" in stepped_down.value.details["errorLabels"]
+    assert stepped_down.value.has_error_label("ResumableChangeStreamError")
     mongo_double.fail_commands("getMore", code=2, code_name="BadValue")
     with pytest.raises(OperationFailure) as bad:
         await db.command({"getMore": cursor_id, "collection": COLL, "maxTimeMS": 10})
     assert bad.value.code == 2
+    assert not bad.value.has_error_label("ResumableChangeStreamError")
     assert "errorLabels" not in (bad.value.details or {})
 
 

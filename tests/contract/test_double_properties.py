@@ -26,6 +26,7 @@ operations = st.lists(
 @pytest.fixture(scope="module")
 def sync_client() -> Iterator[MongoClient[dict[str, Any]]]:
     """One double and one synchronous client for every generated example of this module."""
+    client: MongoClient[dict[str, Any]]
     with MongoDouble() as double, MongoClient(double.uri) as client:
         yield client
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -80,14 +81,14 @@ async def test_post_batch_resume_token_advances_on_empty_batches(mongo_target: M
             before = stream.resume_token
             assert before is not None and isinstance(before["_data"], str)
             await other.insert_one({"unrelated": True})
-            after = before
+            after: Mapping[str, Any] | None = before
             for _ in range(20):
                 assert await stream.try_next() is None
                 after = stream.resume_token
                 assert after is not None
                 if after["_data"] > before["_data"]:
                     break
-            assert after["_data"] > before["_data"]
+            assert after is not None and after["_data"] > before["_data"]
     finally:
         await client.close()
 

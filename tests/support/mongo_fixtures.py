@@ -102,6 +102,7 @@ def real_mongo() -> Iterator[_RealMongo]:
 
 
 def _initiate_replica_set(uri: str) -> None:
+    client: MongoClient[dict[str, Any]]
     with MongoClient(uri, serverSelectionTimeoutMS=30_000) as client:
         config = {"_id": "rs0", "members": [{"_id": 0, "host": "localhost:27017"}]}
         client.admin.command("replSetInitiate", config)
@@ -115,7 +116,7 @@ def _initiate_replica_set(uri: str) -> None:
 def _start_container() -> tuple[Any, str]:
     from testcontainers.community.mongodb import MongoDbContainer
 
-    class _ReplicaSetContainer(MongoDbContainer):  # type: ignore[misc]
+    class _ReplicaSetContainer(MongoDbContainer):
         def _configure(self) -> None:
             """No root user: an authenticated replica set would also need a key file."""
 
@@ -148,6 +149,7 @@ def mongo_target(request: pytest.FixtureRequest) -> Iterator[MongoTarget]:
     try:
         yield target
     finally:
+        client: MongoClient[dict[str, Any]]
         with MongoClient(real.uri, serverSelectionTimeoutMS=5_000) as client:
             client[target.db].drop_collection(target.collection)
             client[target.db].drop_collection(target.collection + "_other")

@@ -374,7 +374,7 @@ def project(doc: dict[str, Any], projection: dict[str, Any]) -> dict[str, Any]:
     if len(set(fields.values())) > 1:
         kind = "exclusion" if True in fields.values() else "inclusion"
         raise CommandError(31254, f"Cannot do {kind} on field in inclusion projection")
-    if fields and next(iter(fields.values())):
+    if fields and list(fields.values())[0]:
         out = _include(doc, [p.split(".") for p in fields])
         if include_id and "_id" in doc:
             out = {"_id": doc["_id"], **{k: v for k, v in out.items() if k != "_id"}}

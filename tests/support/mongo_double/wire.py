@@ -35,7 +35,9 @@ _UINT32 = struct.Struct("<I")
 _REPLY_PREFIX = struct.Struct("<iqii")
 
 # Keep every BSON type round-trippable, including dates outside datetime's range.
-CODEC = CodecOptions(datetime_conversion=DatetimeConversion.DATETIME_AUTO)
+CODEC: CodecOptions[dict[str, Any]] = CodecOptions(
+    datetime_conversion=DatetimeConversion.DATETIME_AUTO
+)
 
 
 class ProtocolError(Exception):

@@ -31,7 +31,7 @@ MAX_WRITE_BATCH = 100_000
 
 
 def _statements(ctx: Context, field: str) -> list[dict[str, Any]]:
-    items = ctx.arg(field, list)
+    items: list[dict[str, Any]] = ctx.arg(field, list)
     if not 1 <= len(items) <= MAX_WRITE_BATCH:
         raise CommandError(
             16,
@@ -213,6 +213,7 @@ async def find_and_modify(ctx: Context) -> dict[str, Any]:
         last = {"n": 1, "updatedExisting": True}
         value = after if ctx.command.get("new") else first.doc
     elif ctx.command.get("upsert"):
+        assert update_doc is not None  # remove is false here
         doc = upsert_document(query, update_doc, is_replacement(update_doc))
         item = ctx.store.insert(ctx.db, name, doc)
         last = {"n": 1, "updatedExisting": False, "upserted": item.doc["_id"]}
