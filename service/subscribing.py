@@ -288,7 +288,8 @@ class Subscriber:
         self._silent_streak = 0
         self.state.last_message_mono = now
         self.state.last_message_at = wall = self._wall()
-        if message.cluster_time is not None:
+        # Only changes measure lag: a heartbeat repeats the cluster time of the last change.
+        if message.cluster_time is not None and message.kind in ("upsert", "delete"):
             self.state.lag_seconds = max(0.0, wall - message.cluster_time)
 
     async def _handle(self, message: Message, snapshot: Snapshot | None) -> int:

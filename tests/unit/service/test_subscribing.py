@@ -304,3 +304,15 @@ async def test_silence_in_run_reconnects_and_resyncs() -> None:
     assert rig.feed.opens == 2 and rig.store.loads == 2
     assert rig.sub.state.resyncs["silent"] == 1
     assert rig.feed.closes >= 2
+
+
+async def test_lag_is_measured_on_changes_not_on_heartbeats() -> None:
+    """scc_replica_lag_seconds follows change messages; a heartbeat's old cluster time is no lag."""
+    rig = await Rig().started()
+    now = rig.sub._wall()
+    change = Message(kind="upsert", seq=1, epoch=1, key="a", doc=config("a"), cluster_time=now - 2)
+    beat = Message(kind="heartbeat", seq=1, epoch=1, cluster_time=now - 3600)
+    rig.feed.push_messages(change, beat)
+    assert await rig.sub.follow() == "silent"
+    lag = rig.sub.state.lag_seconds
+    assert lag is not None and 2 <= lag < 60
