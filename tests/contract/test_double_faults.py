@@ -271,3 +271,22 @@ async def test_seeding_and_finding_100k_documents_is_fast(
     assert len(docs) == 100_000
     assert docs[-1]["source_id"] == "s099999"
     assert seeded - started < 10 and finished - seeded < 10
+
+
+async def test_token_from_another_deployment_is_not_resumable(
+    mongo_double: MongoDouble, client: AsyncMongoClient[dict[str, Any]]
+) -> None:
+    """A resume token issued by another double (e.g. before a restart) is refused, not trusted."""
+    with MongoDouble() as other:
+        foreign: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(other.uri)
+        try:
+            coll = foreign[DB][COLL]
+            async with await coll.watch(max_await_time_ms=AWAIT_MS) as stream:
+                await coll.insert_one({"_id": 1})
+                (event,) = await drain(stream, 1)
+        finally:
+            await foreign.close()
+    await client[DB][COLL].insert_one({"_id": 2})
+    with pytest.raises(OperationFailure) as refused:
+        await client[DB][COLL].watch(resume_after=event["_id"])
+    assert refused.value.code in (280, 286)

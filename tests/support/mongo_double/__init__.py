@@ -32,7 +32,8 @@ What it does
       cursor reply; getMore waits up to ``maxTimeMS`` (default 1 s) and wakes on a write.
       A no-op advances cluster time every ``noop_interval`` seconds (server: 10 s).
       Errors as on the server: 260 (resumeAfter an invalidate, unknown token), 9 (token
-      that does not parse), 280 (token of an event that never happened), 286 (history lost).
+      that does not parse), 280 (token of an event that never happened, or issued by
+      another deployment such as an earlier run of the double), 286 (history lost).
 
 Control: the ``doubleFault`` command on the ``admin`` database (any client can send it),
 mirrored by :class:`MongoDouble` methods for in-process tests:

@@ -175,7 +175,7 @@ def _fail_commands(ctx: Context) -> dict[str, Any]:
 
 def _forget_history(ctx: Context) -> dict[str, Any]:
     ctx.store.forget_history()
-    return {"floor": ctx.store.floor.token()}
+    return {"floor": ctx.store.floor.token(ctx.store.deployment)}
 
 
 def _history_limit(ctx: Context) -> dict[str, Any]:
@@ -183,7 +183,7 @@ def _history_limit(ctx: Context) -> dict[str, Any]:
     if entries is not None and entries < 0:
         raise bad_value("historyLimit 'entries' must be >= 0 or null")
     ctx.store.set_history_limit(entries)
-    return {"floor": ctx.store.floor.token()}
+    return {"floor": ctx.store.floor.token(ctx.store.deployment)}
 
 
 def _latency(ctx: Context) -> dict[str, Any]:
@@ -235,7 +235,7 @@ def _status(ctx: Context) -> dict[str, Any]:
         "latencyMS": faults.latency_ms,
         "historyEntries": len(ctx.store.history),
         "historyLimit": ctx.store.history_limit,
-        "floor": ctx.store.floor.token(),
+        "floor": ctx.store.floor.token(ctx.store.deployment),
         "connections": len(ctx.state.connections),
         "openCursors": len(ctx.state.cursors),
     }

@@ -158,7 +158,11 @@ def _start_position(store: Store, options: dict[str, Any]) -> Position:
             raise CommandError(14, "$changeStream.startAtOperationTime must be a timestamp")
         pos = Position.at(ts, RANK_START)
     else:
-        pos = parse_token(options[option], option)
+        pos, deployment = parse_token(options[option], option)
+        if pos >= store.floor and deployment != store.deployment:
+            raise CommandError(
+                280, "cannot resume stream; the resume token was not found (another deployment)"
+            )
         if option == "resumeAfter" and pos.rank == RANK_INVALIDATE:
             raise CommandError(
                 260,
@@ -244,7 +248,7 @@ def _render(
         return []
     if entry.op == "dropDatabase" and cursor.coll is not None:
         return []  # the collection's own drop entry already invalidated this stream
-    event = _base(entry.pos, entry.op, entry)
+    event = _base(entry.pos, entry.op, entry, store.deployment)
     if entry.op in {"insert", "replace"}:
         assert entry.full is not None
         event["fullDocument"] = entry.full.doc
@@ -263,13 +267,13 @@ def _render(
     )
     if invalidates:
         pos = Position(entry.pos.time, entry.pos.inc, RANK_INVALIDATE)
-        rendered.append((pos, _base(pos, "invalidate", entry)))
+        rendered.append((pos, _base(pos, "invalidate", entry, store.deployment)))
     return rendered
 
 
-def _base(pos: Position, op: str, entry: Entry) -> dict[str, Any]:
+def _base(pos: Position, op: str, entry: Entry, deployment: str) -> dict[str, Any]:
     return {
-        "_id": pos.token(),
+        "_id": pos.token(deployment),
         "operationType": op,
         "clusterTime": Timestamp(pos.time, pos.inc),
         "wallTime": datetime.datetime(1970, 1, 1)

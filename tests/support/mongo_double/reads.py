@@ -142,7 +142,11 @@ async def _stream_get_more(
         ctx.state.cursors.kill(cursor.id)
         cursor_id = 0
     return cursor_reply(
-        cursor.ns, "nextBatch", events, cursor_id, postBatchResumeToken=cursor.position.token()
+        cursor.ns,
+        "nextBatch",
+        events,
+        cursor_id,
+        postBatchResumeToken=cursor.position.token(ctx.store.deployment),
     )
 
 
@@ -220,7 +224,11 @@ def _open_change_stream(
     events, invalidated = next_batch(ctx.store, cursor, limit)
     cursor_id = 0 if invalidated else ctx.state.cursors.register(cursor)
     return cursor_reply(
-        cursor.ns, "firstBatch", events, cursor_id, postBatchResumeToken=cursor.position.token()
+        cursor.ns,
+        "firstBatch",
+        events,
+        cursor_id,
+        postBatchResumeToken=cursor.position.token(ctx.store.deployment),
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import random
 import time
 import uuid
 from collections.abc import Hashable, Iterator
@@ -32,7 +33,7 @@ RANK_EVENT = 1  # the entry itself
 RANK_INVALIDATE = 2  # the invalidate derived from a drop / dropDatabase entry
 RANK_HWM = 3  # after everything at this cluster time (high-water mark)
 _TOKEN_PREFIX = "82"
-_TOKEN_LENGTH = 20
+_TOKEN_LENGTH = 28  # prefix, time, increment, rank, deployment id
 
 
 @dataclass(frozen=True, order=True, slots=True)
@@ -47,13 +48,17 @@ class Position:
     def at(cls, ts: Timestamp, rank: int) -> Position:
         return cls(ts.time, ts.inc, rank)
 
-    def token(self) -> dict[str, Any]:
-        """The resume token for this position (opaque, hex, monotonically ordered)."""
-        return {"_data": f"{_TOKEN_PREFIX}{self.time:08X}{self.inc:08X}{self.rank:02X}"}
+    def token(self, deployment: str) -> dict[str, Any]:
+        """The resume token for this position (opaque hex, ordered like positions)."""
+        return {"_data": f"{_TOKEN_PREFIX}{self.time:08X}{self.inc:08X}{self.rank:02X}{deployment}"}
 
 
-def parse_token(token: Any, option: str) -> Position:
-    """Decode a resume token given as ``option``; FailedToParse / InvalidResumeToken if bad."""
+def parse_token(token: Any, option: str) -> tuple[Position, str]:
+    """Decode a resume token given as ``option`` into (position, deployment id).
+
+    FailedToParse (9) when it is not a hex ``_data`` string, InvalidResumeToken (260) when it
+    is hex but not a token this double could have issued.
+    """
     if not isinstance(token, dict):
         raise CommandError(9, f"$changeStream.{option} must be an object, a resume token")
     data = token.get("_data")
@@ -65,7 +70,8 @@ def parse_token(token: Any, option: str) -> Position:
         raise CommandError(9, f"{option}: resume token '_data' must be a hex string") from None
     if len(data) != _TOKEN_LENGTH or not data.upper().startswith(_TOKEN_PREFIX) or raw[9] > 3:
         raise CommandError(260, f"{option}: {data!r} is not a resume token of this deployment")
-    return Position(int(data[2:10], 16), int(data[10:18], 16), raw[9])
+    position = Position(int(data[2:10], 16), int(data[10:18], 16), raw[9])
+    return position, data[20:].upper()
 
 
 class Clock:
@@ -216,6 +222,9 @@ class Store:
 
     def __init__(self) -> None:
         self.clock = Clock()
+        # Tokens carry this id, like real tokens carry a collection UUID: a token issued by
+        # another deployment (e.g. a previous run of the double) is never resumable here.
+        self.deployment = f"{random.getrandbits(32):08X}"
         self.collections: dict[tuple[str, str], Collection] = {}
         self.history: list[Entry] = []
         self.floor = Position.at(self.clock.last, RANK_START)
