@@ -46,6 +46,8 @@ log = structlog.get_logger("service.subscribing")
 MAX_BACKOFF_S: Final = 5.0
 #: Silence doubles the reconnect delay this many times at most (no watcher running).
 MAX_SILENT_DOUBLINGS: Final = 4
+#: A cycle that lasted this long before failing resets the failure backoff.
+STABLE_CYCLE_S: Final = 30.0
 
 
 @dataclass
@@ -82,6 +84,7 @@ class Subscriber:
         key_field: str,
         heartbeat_interval_s: float,
         resync_jitter_s: float = 0.0,
+        min_resync_interval_s: float = 1.0,
         hmac_key: bytes | None = None,
         poll_s: float = 0.02,
         clock: Callable[[], float] = time.monotonic,
@@ -95,6 +98,8 @@ class Subscriber:
         self._key_field = key_field
         self._heartbeat_s = heartbeat_interval_s
         self._jitter_s = resync_jitter_s
+        self._min_resync_interval_s = min_resync_interval_s
+        self._last_sync_at: float | None = None
         self._hmac_key = hmac_key
         self._poll_s = poll_s
         self._clock = clock
@@ -117,29 +122,36 @@ class Subscriber:
     async def run(self, *, max_cycles: int | None = None) -> None:
         """Subscribe, load, follow; on any loss reconnect and reload. Runs until cancelled.
 
-        ``max_cycles`` (tests) stops after that many load-and-follow cycles.
+        Failures (Redis, MongoDB) back off exponentially; reloads are spaced at least
+        ``min_resync_interval_s`` apart, so a storm of bad messages or a flapping
+        connection cannot turn into a storm of full reloads. ``max_cycles`` is for tests.
         """
         reason: str | None = None
         need_open, failures, cycles = True, 0, 0
         try:
             while max_cycles is None or cycles < max_cycles:
                 cycles += 1
+                started = self._clock()
                 try:
                     if need_open:
                         await self._open()
                         need_open = False
+                    await self._pace(reason)
                     await self.sync(reason)
-                    failures = 0
                     reason = await self.follow()
                 except ResyncRequired as e:
                     reason = e.reason
                 except FeedLost as e:
-                    need_open, reason, failures = True, "redis_reconnect", failures + 1
+                    need_open, reason = True, "redis_reconnect"
+                    failures = self._failures_after(failures, started)
                     self._lost(e)
                 except StoreError as e:
-                    reason, failures = "store_error", failures + 1
+                    reason = "store_error"
+                    failures = self._failures_after(failures, started)
                     self.state.last_error = str(e)
                     log.error("mongodb read failed; keeping the last good cache", error=str(e))
+                else:
+                    failures = 0
                 if reason == "silent":
                     need_open = True
                 if failures:
@@ -150,6 +162,18 @@ class Subscriber:
             self._set_active(False)
             self.state.subscribed = False
             await self._feed.close()
+
+    def _failures_after(self, failures: int, cycle_started: float) -> int:
+        # A cycle that ran for a while before failing starts the backoff afresh.
+        return 1 if self._clock() - cycle_started > STABLE_CYCLE_S else failures + 1
+
+    async def _pace(self, reason: str | None) -> None:
+        if reason is None or self._last_sync_at is None:
+            return
+        wait = self._last_sync_at + self._min_resync_interval_s - self._clock()
+        if wait > 0:
+            log.info("resync deferred: the last one was moments ago", seconds=round(wait, 3))
+            await self._sleep(wait)
 
     async def _open(self) -> None:
         await self._feed.close()
@@ -179,9 +203,11 @@ class Subscriber:
     # ------------------------------------------------------------------ sync
     async def sync(self, reason: str | None) -> None:
         """Steps 2-4 of the start-up protocol (the feed is already subscribed)."""
-        if reason is not None:
+        if reason is not None and self._cache.warmed:
             self.state.resyncs[reason] += 1
             log.warning("resync", reason=reason, seq=self._last_seq, epoch=self._epoch)
+        elif reason is not None:
+            log.warning("start-up load retried", reason=reason)
         self.state.syncing = True
         try:
             s0, e0 = await self._feed.position()
@@ -196,6 +222,7 @@ class Subscriber:
         finally:
             self.state.syncing = False
         self._cache.install(snapshot, fresh_at=started)
+        self._last_sync_at = self._clock()
         self._publish_position()
         self.state.warmed_at = self._wall()
         self._quiet_since = self._clock()

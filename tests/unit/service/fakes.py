@@ -94,12 +94,17 @@ class ScriptedFeed:
         self.items: deque[bytes | str | FeedLost] = deque()
         self.seq = seq
         self.epoch = epoch
+        self.later: deque[bytes | str | FeedLost] = deque()
         self.opens = 0
         self.closes = 0
         self.open_failures: deque[FeedLost] = deque()
 
     def push(self, *items: bytes | str | FeedLost) -> None:
         self.items.extend(items)
+
+    def push_later(self, *items: Message | bytes | str | FeedLost) -> None:
+        """Items held back until the first waiting receive (after the start-up load)."""
+        self.later.extend(encode(i) if isinstance(i, Message) else i for i in items)
 
     def push_messages(self, *messages: Message, hmac_key: bytes | None = None) -> None:
         self.items.extend(encode(m, hmac_key=hmac_key) for m in messages)
@@ -111,6 +116,9 @@ class ScriptedFeed:
 
     async def receive(self, wait_s: float) -> bytes | str | None:
         await asyncio.sleep(0)
+        if wait_s > 0 and self.later:
+            self.items.extend(self.later)
+            self.later.clear()
         if self.items:
             item = self.items.popleft()
             if isinstance(item, FeedLost):

@@ -246,20 +246,20 @@ async def test_silence_marks_the_stream_inactive_then_asks_for_reconnect() -> No
 async def test_run_resyncs_after_a_gap_and_counts_it() -> None:
     """run(): a gap leads to exactly one more full load, counted under ``gap``."""
     rig = Rig(seq=0)
-    rig.feed.push_messages(upsert(1, "a"), upsert(3, "b"))
+    rig.feed.push_later(upsert(1, "a"), upsert(3, "b"))
     await rig.sub.run(max_cycles=2)
     assert rig.store.loads == 2
     assert rig.sub.state.resyncs["gap"] == 1
     assert rig.feed.opens == 1  # same subscription, no reconnect needed
 
 
-async def test_run_survives_redis_down_and_resyncs_when_it_is_back() -> None:
-    """Subscription failures are retried with backoff; the first success reloads."""
+async def test_run_survives_redis_down_at_start_up() -> None:
+    """Subscription failures are retried with backoff; the first success loads the cache."""
     rig = Rig([config("a")])
     rig.feed.open_failures.extend([FeedLost("refused"), FeedLost("refused")])
     await rig.sub.run(max_cycles=3)
     assert rig.feed.opens == 3 and rig.store.loads == 1
-    assert rig.sub.state.resyncs["redis_reconnect"] == 1
+    assert sum(rig.sub.state.resyncs.values()) == 0  # start-up retries are not resyncs
     assert rig.sleeps[:2] == [0.1, 0.2]
     assert rig.cache.warmed
 
@@ -267,8 +267,7 @@ async def test_run_survives_redis_down_and_resyncs_when_it_is_back() -> None:
 async def test_run_keeps_the_cache_when_the_connection_drops_mid_stream() -> None:
     """A lost connection keeps the last good cache, marks Redis down, and resyncs after."""
     rig = Rig([config("a")])
-    rig.feed.push_messages(heartbeat(0))
-    rig.feed.push(FeedLost("reset by peer"))
+    rig.feed.push_later(heartbeat(0), FeedLost("reset by peer"))
     await rig.sub.run(max_cycles=2)
     assert rig.feed.opens == 2 and rig.store.loads == 2
     assert rig.sub.state.resyncs["redis_reconnect"] == 1
@@ -278,7 +277,7 @@ async def test_run_keeps_the_cache_when_the_connection_drops_mid_stream() -> Non
 async def test_run_retries_a_failed_load_without_dropping_the_cache() -> None:
     """A MongoDB failure during a reload is retried; the old snapshot keeps serving."""
     rig = Rig([config("a")])
-    rig.feed.push_messages(resync(1))
+    rig.feed.push_later(resync(1))
     original = rig.store.load_all
     calls = 0
 
@@ -295,6 +294,16 @@ async def test_run_retries_a_failed_load_without_dropping_the_cache() -> None:
     assert rig.sub.state.resyncs == {**rig.sub.state.resyncs, "broadcast": 1, "store_error": 1}
     assert rig.doc("a") == config("a")
     assert 0.25 in rig.sleeps  # jittered broadcast resync (0.5 * 0.5 s)
+
+
+async def test_a_storm_of_bad_messages_does_not_become_a_storm_of_reloads() -> None:
+    """A resync right after a load waits out the minimum interval (1 s) before reloading."""
+    rig = Rig()
+    rig.feed.push_later(b"junk", b"junk", b"junk")
+    await rig.sub.run(max_cycles=4)
+    assert rig.sub.state.rejected["bad_json"] == 3
+    assert rig.sleeps[0] == 1.0  # first reload deferred by the full interval
+    assert rig.cache.warmed
 
 
 async def test_silence_in_run_reconnects_and_resyncs() -> None:
