@@ -19,7 +19,8 @@ import bson
 from bson.timestamp import Timestamp
 
 from .errors import CommandError, bad_value, not_emulated
-from .store import RANK_EVENT, RANK_INVALIDATE, RANK_START, Entry, Position, Store, parse_token
+from .store import Entry, Store
+from .tokens import RANK_EVENT, RANK_INVALIDATE, RANK_START, Position, parse_token
 from .values import check_query, matches
 from .wire import CODEC, MAX_BSON_SIZE
 

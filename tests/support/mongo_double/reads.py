@@ -18,8 +18,9 @@ from bson.int64 import Int64
 
 from .changestreams import StreamCursor, history_lost, is_change_stream, next_batch, open_stream
 from .errors import CommandError, not_emulated
+from .shaping import project, sort_documents
 from .state import Context, FindCursor, command
-from .values import MISSING, as_number, canon, lookup, matches, project, sort_documents, sort_key
+from .values import MISSING, as_number, canon, lookup, matches, sort_key
 from .wire import CODEC, MAX_BSON_SIZE, RawBatch
 
 DEFAULT_FIRST_BATCH = 101

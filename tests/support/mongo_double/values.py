@@ -1,4 +1,4 @@
-"""Query semantics on decoded BSON: equality, ordering, dotted paths, filters, projections.
+"""Query semantics on decoded BSON: equality, ordering, dotted paths and filters.
 
 MongoDB compares values by BSON type bracket, not by Python type: ``1``, ``Int64(1)`` and
 ``1.0`` are equal, ``True`` is not ``1``, documents compare field by field in order, and
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Hashable, Iterator
 from typing import Any, TypeVar
 
 import bson
@@ -24,7 +24,7 @@ from bson.objectid import ObjectId
 from bson.regex import Regex
 from bson.timestamp import Timestamp
 
-from .errors import CommandError, bad_value, not_emulated
+from .errors import bad_value, not_emulated
 
 
 class _Missing:
@@ -266,7 +266,7 @@ def _field_matches(candidates: list[Any], condition: Any) -> bool:
     return all(_operator(candidates, op, arg) for op, arg in condition.items())
 
 
-def _expand(candidates: list[Any]) -> Iterator[Any]:
+def expand(candidates: list[Any]) -> Iterator[Any]:
     """Each candidate, then the elements of array candidates (MongoDB's implicit $elemMatch)."""
     for value in candidates:
         yield value
@@ -278,14 +278,14 @@ def _eq(candidates: list[Any], target: Any) -> bool:
     if isinstance(target, Regex):
         raise not_emulated("regular-expression matching")
     key = canon(target)
-    return any(canon(v) == key for v in _expand(candidates))
+    return any(canon(v) == key for v in expand(candidates))
 
 
 def _compare(candidates: list[Any], op: str, target: Any) -> bool:
     if target is None:
         return op in {"$gte", "$lte"} and _eq(candidates, None)
     rank, key = type_rank(target), sort_key(target)
-    for value in _expand(candidates):
+    for value in expand(candidates):
         if value is MISSING or type_rank(value) != rank:
             continue
         other = sort_key(value)
@@ -337,79 +337,4 @@ def equality_fields(query: dict[str, Any]) -> dict[str, Any]:
             out[key] = condition
         elif isinstance(condition, dict) and "$eq" in condition:
             out[key] = condition["$eq"]
-    return out
-
-
-def sort_documents(items: list[T], spec: dict[str, Any], key: Callable[[T], Any]) -> list[T]:
-    """Sort by a ``{path: 1|-1}`` spec with MongoDB's cross-type order (stable)."""
-    result = list(items)
-    for path, direction in reversed(list(spec.items())):
-        if isinstance(direction, dict):
-            raise not_emulated("$meta sort")
-        if as_number(direction) not in (1, -1):
-            raise bad_value(f"$sort key ordering must be 1 (for ascending) or -1, got {direction}")
-        descending = as_number(direction) == -1
-
-        def field_key(item: T, path: str = path, descending: bool = descending) -> Any:
-            found = [v for v in _expand(lookup(key(item), path)) if not isinstance(v, list)]
-            keys = [sort_key(v) for v in found] or [sort_key(None)]
-            return max(keys) if descending else min(keys)
-
-        result.sort(key=field_key, reverse=descending)
-    return result
-
-
-def project(doc: dict[str, Any], projection: dict[str, Any]) -> dict[str, Any]:
-    """Apply a plain inclusion or exclusion projection (no projection operators)."""
-    include_id = True
-    fields: dict[str, bool] = {}
-    for path, flag in projection.items():
-        if isinstance(flag, dict) or path.startswith("$") or ".$" in path:
-            raise not_emulated("projection operators")
-        included = bool(flag) if not isinstance(flag, str) else True
-        if path == "_id":
-            include_id = included
-        else:
-            fields[path] = included
-    if len(set(fields.values())) > 1:
-        kind = "exclusion" if True in fields.values() else "inclusion"
-        raise CommandError(31254, f"Cannot do {kind} on field in inclusion projection")
-    if fields and list(fields.values())[0]:
-        out = _include(doc, [p.split(".") for p in fields])
-        if include_id and "_id" in doc:
-            out = {"_id": doc["_id"], **{k: v for k, v in out.items() if k != "_id"}}
-        return out
-    out = _exclude(doc, [p.split(".") for p in fields])
-    if not include_id:
-        out.pop("_id", None)
-    return out
-
-
-def _include(value: dict[str, Any], paths: list[list[str]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, item in value.items():
-        sub = [p[1:] for p in paths if p[0] == key]
-        if not sub:
-            continue
-        if any(not p for p in sub):
-            out[key] = item
-        elif isinstance(item, dict):
-            out[key] = _include(item, sub)
-        elif isinstance(item, list):
-            out[key] = [_include(e, sub) for e in item if isinstance(e, dict)]
-    return out
-
-
-def _exclude(value: dict[str, Any], paths: list[list[str]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, item in value.items():
-        sub = [p[1:] for p in paths if p[0] == key]
-        if any(not p for p in sub):
-            continue
-        if sub and isinstance(item, dict):
-            out[key] = _exclude(item, sub)
-        elif sub and isinstance(item, list):
-            out[key] = [_exclude(e, sub) if isinstance(e, dict) else e for e in item]
-        else:
-            out[key] = item
     return out

@@ -14,6 +14,7 @@ from bson.int64 import Int64
 from bson.objectid import ObjectId
 
 from .errors import CommandError
+from .shaping import project, sort_documents
 from .state import Context, command
 from .store import Collection, StoredDoc
 from .updates import (
@@ -24,7 +25,6 @@ from .updates import (
     is_replacement,
     upsert_document,
 )
-from .values import project, sort_documents
 
 ELECTION_ID = "7fffffff0000000000000001"
 MAX_WRITE_BATCH = 100_000
