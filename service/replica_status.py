@@ -76,9 +76,10 @@ class ReplicaStatusWriter:
         self.writes += 1
         return True
 
-    async def remove(self) -> None:
-        """Delete the hash at a clean shutdown (best effort)."""
+    async def remove(self, *, within_s: float = 1.0) -> None:
+        """Delete the hash at a clean shutdown (best effort, never delays it long)."""
         try:
-            await self._redis.delete(self._key)
-        except (RedisError, OSError) as e:
-            log.debug("cannot delete the replica heartbeat", key=self._key, error=str(e))
+            async with asyncio.timeout(within_s):
+                await self._redis.delete(self._key)
+        except (RedisError, OSError) as e:  # TimeoutError is an OSError
+            log.info("heartbeat hash left to expire", key=self._key, error=str(e) or repr(e))
