@@ -21,6 +21,7 @@ KEYS = Keys("feed-test")
 
 @pytest.fixture
 async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    """A plain asyncio client of the test's redis-server."""
     redis = aioredis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=1)
     try:
         yield redis

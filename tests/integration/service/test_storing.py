@@ -19,6 +19,7 @@ DB, COLLECTION = "ingestion", "source_configs"
 
 @pytest.fixture
 async def store(mongo_double: MongoDouble) -> AsyncIterator[MongoConfigStore]:
+    """A MongoConfigStore on a real AsyncMongoClient connected to the double."""
     settings = load_group(
         MongoSettings, uri=mongo_double.uri, database=DB, collection=COLLECTION, timeout_ms=2000
     )
