@@ -23,7 +23,7 @@ chaos: setup     ## fault-injection scenarios against real processes
 	.venv/bin/python -m tests.chaos $(ARGS)
 
 demo: setup      ## local demo without Docker
-	.venv/bin/python -m tests.support.demo
+	.venv/bin/python -m tests.support.demo $(ARGS)
 
 run:             ## the whole system in Docker (MongoDB replica set, Redis, watchers, replicas)
 	docker compose up --build
