@@ -61,6 +61,9 @@ class ConfigCache:
         self._snap = Snapshot()
         self._warmed = False
         self._stream_active = False
+        # The hot path's view: the serving key map while the stream is live and the cache
+        # warm, else an empty dict (so peek() needs one attribute read and one dict read).
+        self._live_by_key: dict[str, Doc] = {}
         self._fresh_at: float | None = None
         # Plain counters, read by observable instruments.
         self.hits = 0
@@ -105,6 +108,10 @@ class ConfigCache:
     def set_stream_active(self, active: bool) -> None:
         """Whether messages and heartbeats are arriving (the subscriber decides)."""
         self._stream_active = active
+        self._refresh_live_view()
+
+    def _refresh_live_view(self) -> None:
+        self._live_by_key = self._snap.by_key if self._stream_active and self._warmed else {}
 
     def mark_fresh(self) -> None:
         """The message stream just confirmed that nothing was missed up to now."""
@@ -125,8 +132,24 @@ class ConfigCache:
         return until is not None and until > self._clock()
 
     # ---------------------------------------------------------------- lookups
+    def peek(self, source_id: str) -> Doc | None:
+        """The synchronous hot path: the cached config on a trusted hit, else ``None``.
+
+        ``None`` means "not answerable from memory alone" (absent, or the stream is not
+        live), never "unknown": the caller then awaits :meth:`get_config_by_source_id`.
+        One attribute read, one dict read and a counter -- no clock, no coroutine.
+        """
+        doc = self._live_by_key.get(source_id)
+        if doc is not None:
+            self.hits += 1
+        return doc
+
     async def get_config_by_source_id(self, source_id: str) -> Doc | None:
         """The config for ``source_id``, or ``None`` once MongoDB confirmed it is unknown."""
+        hit = self._live_by_key.get(source_id)
+        if hit is not None:
+            self.hits += 1
+            return hit
         doc = self._snap.by_key.get(source_id)
         if doc is not None:
             if self._trusted() or self._still_verified(self._verified_keys, source_id):
@@ -186,6 +209,7 @@ class ConfigCache:
         self._verified_containers = {}
         self._fresh_at = fresh_at
         self._warmed = True
+        self._refresh_live_view()
         self.invalidations["reload"] += 1
 
     def _note_change(self, key: str) -> None:

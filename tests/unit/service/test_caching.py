@@ -44,6 +44,25 @@ async def test_hit_is_served_from_memory_without_a_store_read() -> None:
     assert (cache.hits, cache.misses, store.key_reads, store.container_reads) == (2, 0, [], [])
 
 
+def test_peek_answers_only_trusted_hits_from_memory() -> None:
+    """peek returns a cached config while the stream is live, and None when it cannot vouch."""
+    clock, store = FakeClock(), FakeStore()
+    cache = make_cache(store, clock)
+    assert cache.peek("a") is None  # not warmed yet
+    warm(cache, clock, config("a", "c1"))
+    assert cache.peek("a") == config("a", "c1")
+    assert cache.peek("b") is None
+    cache.apply_upsert("a", config("a", "c2"))
+    assert cache.peek("a") == config("a", "c2")  # messages are visible on the hot path
+    cache.set_stream_active(False)
+    assert cache.peek("a") is None  # stream silent: the async path decides
+    snapshot, _ = Snapshot.build([config("z", "c9")], key_field="source_id")
+    cache.set_stream_active(True)
+    cache.install(snapshot, fresh_at=clock())
+    assert (cache.peek("a"), cache.peek("z")) == (None, config("z", "c9"))  # reload swapped
+    assert (cache.hits, store.key_reads) == (3, [])
+
+
 async def test_concurrent_misses_read_the_store_once() -> None:
     """Fifty concurrent lookups of one unknown key make exactly one MongoDB read."""
     clock, store = FakeClock(), FakeStore([config("new")])
