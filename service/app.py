@@ -20,14 +20,10 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from service.errors import RootTaskFailed, StoreError
+from service.errors import EventSinkUnavailable, RootTaskFailed, StoreError
+from service.event_sinks import EventSink, IngestCounters
 from service.health import make_health_router
-from service.ingesting import (
-    EventSink,
-    EventSinkUnavailable,
-    IngestCounters,
-    make_events_router,
-)
+from service.ingesting import make_events_router
 from service.replica import Replica, run_replica
 from shared import __version__
 from shared.messages import to_ejson

@@ -10,14 +10,18 @@ travel further as themselves. The tree::
         ├── FeedLost             the Redis pub/sub subscription is gone or never confirmed
         ├── ResyncRequired       the message stream can no longer be trusted (gap, bad
         │                        message, resubscription, ...); ``reason`` labels a metric
-        └── RootTaskFailed       a background task the replica cannot live without died
+        ├── RootTaskFailed       a background task the replica cannot live without died
+        └── ConfigsUnavailable   a blob event's config lookup failed transiently -> 503
+    StoreUnavailable             (shared.errors)
+    └── EventSinkUnavailable     neither events stream could be written -> 503, sender retries
+    BodyError                    (service.event_schemas) a blob-event body is malformed -> 400
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-from shared.errors import SccError
+from shared.errors import SccError, StoreUnavailable
 
 #: Every reason a replica reloads its cache; bounded, so it can label a metric.
 RESYNC_REASONS: Final = (
@@ -61,3 +65,15 @@ class ResyncRequired(ServiceError):
 
 class RootTaskFailed(ServiceError):
     """A background task the replica cannot live without ended with an exception."""
+
+
+class EventSinkUnavailable(StoreUnavailable):
+    """Neither events stream could be written (Redis down, hung, or refusing): answer 503."""
+
+
+class ConfigsUnavailable(ServiceError):
+    """The resolver failed with a transient error (``retry_on``, e.g. MongoDB down): 503.
+
+    Parking every event of a MongoDB outage in the dead-letter stream would need an
+    operator to replay them; a 503 lets the sender retry once MongoDB is back.
+    """

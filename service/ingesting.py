@@ -21,38 +21,32 @@ prefix wins, then the more literal characters; what still ties is ``ambiguous_ma
 The winner is checked last for ``enabled`` (missing or null means enabled), so disabling
 a specific config parks its blobs instead of handing them to a catch-all.
 
-Errors of this module (they belong in ``service/errors.py`` once that exists)::
-
-    SccError                        (shared.errors)
-    ├── BodyError                   body is not JSON / not events -> 400 naming the field
-    ├── ConfigsUnavailable          the resolver raised one of ``retry_on`` -> 503
-    └── StoreUnavailable            (shared.errors)
-        └── EventSinkUnavailable    neither stream could be written -> 503, sender retries
+Errors (drawn in :mod:`service.errors`): ``BodyError`` -> 400 naming the field,
+``ConfigsUnavailable`` (the resolver raised one of ``retry_on``) -> 503,
+``EventSinkUnavailable`` (neither stream could be written) -> 503, the sender retries.
+The matching rules live in :mod:`service.matching`, the sinks and counters in
+:mod:`service.event_sinks`; their names are re-exported here.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import hmac
 import re
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import orjson
-import redis.asyncio as aioredis
 import structlog
 from fastapi import APIRouter, Header, Query, Request, Response
 from pydantic import BaseModel
-from redis.exceptions import RedisError
-from redis.typing import EncodableT, FieldT
 from starlette.requests import ClientDisconnect
 
+from service.errors import ConfigsUnavailable, EventSinkUnavailable
 from service.event_schemas import (
     BLOB_CREATED,
-    DEAD_LETTER_REASONS,
     REQUEST_BODY_OPENAPI,
     BodyError,
     DeadLetterReason,
@@ -63,8 +57,8 @@ from service.event_schemas import (
     ValidationResponse,
     parse_body,
 )
-from shared.errors import SccError, StoreUnavailable
-from shared.keys import Keys
+from service.event_sinks import EventSink, IngestCounters, RedisEventSink
+from service.matching import ConfigResolver, Route, choose_config, is_enabled
 
 __all__ = [
     "BodyError",
@@ -80,165 +74,7 @@ __all__ = [
 ]
 
 _log: Final = structlog.get_logger(__name__)
-OUTCOMES: Final = ("accepted", "dead_lettered", "validation")
-REJECTION_REASONS: Final = (
-    "unauthorized",
-    "too_large",
-    "incomplete_body",
-    "bad_json",
-    "bad_schema",
-    "unavailable",
-)
 _REQUEST_ID: Final = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-_CLASS: Final = re.compile(r"\[!?\]?[^\]]*\]")
-
-
-class EventSinkUnavailable(StoreUnavailable):
-    """Neither events stream could be written (Redis down, hung, or refusing): answer 503."""
-
-
-class ConfigsUnavailable(SccError):
-    """The resolver failed with a transient error (``retry_on``, e.g. MongoDB down): 503.
-
-    Parking every event of a MongoDB outage in the dead-letter stream would need an
-    operator to replay them; a 503 lets the sender retry once MongoDB is back.
-    """
-
-
-class ConfigResolver(Protocol):
-    """Read access to source configs (the replica's cache, reading MongoDB on a miss)."""
-
-    async def configs_for_container(self, container: str) -> list[dict[str, Any]]:
-        """Configs whose ``ingestion.landing_container`` is ``container`` ([] if none)."""
-        ...
-
-    async def get_config_by_source_id(self, source_id: str) -> dict[str, Any] | None:
-        """The config with this ``source_id``, or None when there is none."""
-        ...
-
-
-class EventSink(Protocol):
-    """Where routed events go; both methods raise :class:`EventSinkUnavailable` on failure.
-
-    ``event`` is a flat record: ``event_id``, ``event_type``, ``subject``, ``container``,
-    ``path``, ``received_at`` (epoch seconds), ``event`` (the event as received), and for
-    dead letters ``source_id`` / ``candidates`` when known.
-    """
-
-    async def accepted(self, source_id: str, event: dict[str, Any]) -> None:
-        """Hand the event on to the ingestion of ``source_id``."""
-        ...
-
-    async def dead_letter(self, reason: str, event: dict[str, Any]) -> None:
-        """Park the event with the reason nobody took it."""
-        ...
-
-
-class RedisEventSink:
-    """:class:`EventSink` over two capped Redis streams (``XADD ... MAXLEN ~ maxlen``)."""
-
-    def __init__(self, redis: aioredis.Redis, keys: Keys, *, maxlen: int = 100_000) -> None:
-        if maxlen < 1:
-            raise ValueError(f"maxlen must be positive, got {maxlen}")
-        self._redis = redis
-        self._keys = keys
-        self._maxlen = maxlen
-
-    async def accepted(self, source_id: str, event: dict[str, Any]) -> None:
-        """``XADD {ns}:events:accepted`` with ``source_id`` first, then the record."""
-        await self._add(self._keys.events_accepted, {"source_id": source_id, **event})
-
-    async def dead_letter(self, reason: str, event: dict[str, Any]) -> None:
-        """``XADD {ns}:events:dlq`` with ``reason`` first, then the record."""
-        await self._add(self._keys.events_dlq, {"reason": reason, **event})
-
-    async def _add(self, stream: str, record: dict[str, Any]) -> None:
-        fields: dict[FieldT, EncodableT] = {
-            name: orjson.dumps(value) if name == "event" else str(value)
-            for name, value in record.items()
-        }
-        try:
-            await self._redis.xadd(stream, fields, maxlen=self._maxlen, approximate=True)
-        except (RedisError, OSError) as e:
-            raise EventSinkUnavailable(f"XADD {stream} failed: {e}") from e
-
-
-class IngestCounters:
-    """Plain-integer counts of what ``POST /events/blob`` did, read by metric callbacks.
-
-    The label sets are fixed at construction (so a callback iterating them on another
-    thread never sees a dict change size): ``outcomes`` per event (``accepted``,
-    ``dead_lettered``, ``validation``), ``rejections`` per refused request,
-    ``dead_letters`` per dead-letter reason.
-    """
-
-    __slots__ = ("dead_letters", "outcomes", "rejections")
-
-    def __init__(self) -> None:
-        self.outcomes: dict[str, int] = dict.fromkeys(OUTCOMES, 0)
-        self.rejections: dict[str, int] = dict.fromkeys(REJECTION_REASONS, 0)
-        self.dead_letters: dict[str, int] = dict.fromkeys(DEAD_LETTER_REASONS, 0)
-
-    def events_by_outcome(self) -> list[tuple[float, dict[str, str]]]:
-        """``[(count, {"outcome": o})]`` for ``scc_events_total``."""
-        return [(n, {"outcome": k}) for k, n in list(self.outcomes.items())]
-
-    def rejections_by_reason(self) -> list[tuple[float, dict[str, str]]]:
-        """``[(count, {"reason": r})]`` for ``scc_events_rejected_total``."""
-        return [(n, {"reason": k}) for k, n in list(self.rejections.items())]
-
-    def dead_letters_by_reason(self) -> list[tuple[float, dict[str, str]]]:
-        """``[(count, {"reason": r})]`` for ``scc_events_dead_lettered_total``."""
-        return [(n, {"reason": k}) for k, n in list(self.dead_letters.items())]
-
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    """Where one event goes: accepted for ``source_id``, or dead-lettered with ``reason``."""
-
-    source_id: str | None = None
-    reason: DeadLetterReason | None = None
-    candidates: tuple[str, ...] = ()
-
-
-def choose_config(
-    configs: Sequence[dict[str, Any]], *, container: str, path: str, key_field: str = "source_id"
-) -> Route:
-    """The most specific config for a blob among ``configs`` (rules in the module docstring)."""
-    ranked: list[tuple[tuple[int, int], str, dict[str, Any]]] = []
-    catch_all: list[tuple[str, dict[str, Any]]] = []
-    for config in configs:
-        ingestion = config.get("ingestion")
-        if not isinstance(ingestion, dict) or ingestion.get("landing_container") != container:
-            continue
-        source_id = str(config.get(key_field))
-        pattern = ingestion.get("path_pattern")
-        if pattern is None or pattern == "":
-            catch_all.append((source_id, config))
-        elif isinstance(pattern, str) and fnmatch.fnmatchcase(path, pattern):
-            ranked.append((_specificity(pattern), source_id, config))
-    if ranked:
-        best = max(rank for rank, _, _ in ranked)
-        winners = [(sid, config) for rank, sid, config in ranked if rank == best]
-    else:
-        winners = catch_all
-    if not winners:
-        return Route(reason="no_matching_config")
-    if len(winners) > 1:
-        return Route(reason="ambiguous_match", candidates=tuple(sorted(s for s, _ in winners)))
-    source_id, config = winners[0]
-    return Route(source_id=source_id, reason=None if _enabled(config) else "disabled")
-
-
-def _specificity(pattern: str) -> tuple[int, int]:
-    prefix = re.split(r"[*?\[]", pattern, maxsplit=1)[0]
-    literal = re.sub(r"[*?]", "", _CLASS.sub("", pattern))
-    return len(prefix), len(literal)
-
-
-def _enabled(config: dict[str, Any]) -> bool:
-    value = config.get("enabled")
-    return value is None or bool(value)
 
 
 def make_events_router(
@@ -415,7 +251,7 @@ class _Ingestor:
             config = await self.resolver.get_config_by_source_id(event.source_id)
             if config is None:
                 return Route(source_id=event.source_id, reason="unknown_source_id")
-            return Route(event.source_id, None if _enabled(config) else "disabled")
+            return Route(event.source_id, None if is_enabled(config) else "disabled")
         configs = await self.resolver.configs_for_container(event.container)
         return choose_config(
             configs, container=event.container, path=event.path, key_field=self.key_field

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable
 from opentelemetry.metrics import Meter
 
 from service.caching import ConfigCache
-from service.ingesting import IngestCounters
+from service.event_sinks import IngestCounters
 from service.subscribing import SubscriberState
 from shared.telemetry import gauge_callback
 

@@ -27,8 +27,8 @@ import structlog
 
 from service.caching import ConfigCache
 from service.errors import RootTaskFailed
+from service.event_sinks import EventSink, IngestCounters, RedisEventSink
 from service.feed import Feed
-from service.ingesting import EventSink, IngestCounters, RedisEventSink
 from service.metrics import register_replica_metrics
 from service.redis_feed import RedisFeed
 from service.replica_status import ReplicaStatusWriter
