@@ -25,9 +25,10 @@ import redis.asyncio as aioredis
 from pymongo import AsyncMongoClient
 
 from bench.common import KEY_FIELD, BenchError, tail, wait_until
-from service.caching import ConfigCache, Snapshot
+from service.caching import ConfigCache
 from service.ingesting import IngestCounters
 from service.replica import Replica, run_replica
+from service.snapshot import Snapshot
 from shared.clients import MONGO_DOCUMENT_OPTIONS
 from shared.keys import Keys
 from shared.messages import Message, encode, to_ejson
@@ -51,18 +52,15 @@ MARK = "bench_mark"
 
 @dataclass
 class LookupSubject:
-    """Our cache loaded with documents, and the ways to read a hit from it."""
+    """Our cache loaded with documents, and the two ways it offers to read a hit."""
 
-    how: str
-    get: Callable[[str], Any] | None
-    aget: Callable[[str], Awaitable[Any]] | None
-    sync_equivalent: Callable[[str], Any]
-    closer: Callable[[], Awaitable[None]] | None = None
+    peek: Callable[[str], Any]
+    aget: Callable[[str], Awaitable[Any]]
+    closer: Callable[[], Awaitable[None]]
 
     async def close(self) -> None:
         """Release whatever the cache holds (in-flight reads)."""
-        if self.closer is not None:
-            await self.closer()
+        await self.closer()
 
 
 class _NoStore:
@@ -79,11 +77,10 @@ class _NoStore:
 
 
 async def lookup_subject(docs: list[dict[str, Any]]) -> LookupSubject:
-    """A warm, trusted :class:`ConfigCache` holding ``docs`` (as the subscriber leaves it).
+    """A warm, live :class:`ConfigCache` holding ``docs``, as the subscriber leaves it.
 
-    ``sync_equivalent`` is *not* product code: the same checks as the hit path of
-    ``get_config_by_source_id`` (snapshot read, trusted, count) without ``async``, to
-    show what a synchronous fast path would cost.
+    ``peek`` is the synchronous hot path (``None`` would mean "take the async path");
+    ``aget`` is ``await get_config_by_source_id``.
     """
     cache = ConfigCache(
         store=_NoStore(), key_field=KEY_FIELD, negative_ttl_s=2.0, max_staleness_s=30.0
@@ -93,21 +90,10 @@ async def lookup_subject(docs: list[dict[str, Any]]) -> LookupSubject:
         raise BenchError(f"{skipped} generated documents lack a key")
     cache.install(snapshot, fresh_at=time.monotonic())
     cache.set_stream_active(True)
-
-    def sync_equivalent(key: str) -> Any:
-        doc = cache.snapshot.by_key.get(key)
-        if doc is not None and cache._trusted():
-            cache.hits += 1
-            return doc
-        raise BenchError("a sync fast path would fall back to the async miss path here")
-
-    return LookupSubject(
-        how="await ConfigCache.get_config_by_source_id",
-        get=None,
-        aget=cache.get_config_by_source_id,
-        sync_equivalent=sync_equivalent,
-        closer=cache.aclose,
-    )
+    probe = docs[len(docs) // 2][KEY_FIELD]
+    if cache.peek(probe) is None or await cache.get_config_by_source_id(probe) is None:
+        raise BenchError("a warm, live cache did not answer a hit from memory")
+    return LookupSubject(peek=cache.peek, aget=cache.get_config_by_source_id, closer=cache.aclose)
 
 
 def digest(docs: Iterable[dict[str, Any]]) -> str:

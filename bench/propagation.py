@@ -24,11 +24,15 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import math
+import os
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import psutil
 import redis.asyncio as aioredis
 from pymongo import AsyncMongoClient
 
@@ -56,14 +60,18 @@ NAME = "propagation"
 NAMESPACE = "benchprop"
 WRITERS = 16
 WORKER_PROCESSES = 2
+RATE = 1_000.0
 
 
 class Writer:
     """Issues change ``i`` at ``start + i / rate`` from several tasks; records write times."""
 
-    def __init__(self, client: AsyncMongoClient[dict[str, Any]], configs: int) -> None:
+    def __init__(
+        self, client: AsyncMongoClient[dict[str, Any]], configs: int, *, first_mark: int
+    ) -> None:
         self._coll = client[ours.DATABASE][ours.COLLECTION]
         self._configs = configs
+        self._first_mark = first_mark
         self.written: dict[int, int] = {}  # mark → perf_counter_ns when issued
         self.key_of_mark: dict[int, str] = {}
         self.inserted: list[str] = []
@@ -98,10 +106,10 @@ class Writer:
         return total / (time.monotonic() - start)
 
     async def _one(self, i: int) -> None:
-        mark = i + 1
+        mark = self._first_mark + i
         kind = i % 20
         if kind == 0:
-            key = f"new-{i:08d}"
+            key = f"new-{mark:08d}"
             doc = {**make_config(i), KEY_FIELD: key, ours.MARK: mark}
             self.key_of_mark[mark] = key
             self.written[mark] = time.perf_counter_ns()
@@ -143,29 +151,102 @@ async def _settle(redis: aioredis.Redis, keys: Keys, ids: list[str]) -> None:
     raise BenchError("replicas did not catch up with the watcher within 120 s after writing")
 
 
-async def _run(
-    f: Fleet, ctx: Context, replicas: int, rate: float, seconds: float, configs: int
+class CpuMeter:
+    """CPU seconds used by groups of processes between two samples."""
+
+    def __init__(self, groups: dict[str, list[int]]) -> None:
+        self._groups = {name: [psutil.Process(p) for p in pids] for name, pids in groups.items()}
+
+    def sample(self) -> dict[str, float]:
+        """Cumulative CPU seconds per group now."""
+        out: dict[str, float] = {}
+        for name, procs in self._groups.items():
+            total = 0.0
+            for proc in procs:
+                times = proc.cpu_times()
+                total += times.user + times.system
+            out[name] = total
+        return out
+
+
+async def _phase(
+    label: str,
+    rate: float,
+    seconds: float,
+    *,
+    writer: Writer,
+    settle: Callable[[], Awaitable[None]],
+    cpu: CpuMeter,
+    ctx: Context,
 ) -> dict[str, Any]:
-    assert f.redis is not None
+    ctx.log(f"   {label}: writing {rate:.0f}/s for {seconds:g}s")
+    before, started = cpu.sample(), time.monotonic()
+    achieved = await writer.run(rate, seconds)
+    ctx.log(f"   {label}: wrote at {achieved:.0f}/s; waiting for the replicas to catch up")
+    await settle()
+    after, wall = cpu.sample(), time.monotonic() - started
+    changes = len(writer.written) + writer.deletes
+    used = {name: after[name] - before[name] for name in after}
+    return {
+        "label": label,
+        "rate_target": rate,
+        "rate_achieved": achieved,
+        "writer_behind_max_s": writer.behind_max_s,
+        "seconds": seconds,
+        "changes": changes,
+        "cpu_seconds": used,
+        "cpu_ms_per_change": {name: 1000 * v / changes for name, v in used.items()},
+        "cores_busy": {name: v / wall for name, v in used.items()},
+        "wall_seconds_until_settled": wall,
+    }
+
+
+async def _run(
+    f: Fleet, ctx: Context, replicas: int, phases: list[tuple[str, float, float]], configs: int
+) -> dict[str, Any]:
+    assert f.redis is not None and f.mongo is not None
     keys = Keys(NAMESPACE)
     redis = aioredis.Redis.from_url(f.redis.url)
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
         f.mongo_uri, **MONGO_DOCUMENT_OPTIONS
     )
     workers = WorkerSet(Path(tempfile.mkdtemp(prefix="scc-bench-prop-")))
+    results: list[dict[str, Any]] = []
+    writers: list[Writer] = []
     try:
-        await asyncio.to_thread(f.start_watcher, "w-1")
+        watcher = await asyncio.to_thread(f.start_watcher, "w-1")
         await wait_until_async_leader(redis, keys)
         counts = spread(replicas, WORKER_PROCESSES)
         await workers.start(
             "ours", counts, redis=f.redis.url, namespace=NAMESPACE, mongo=f.mongo_uri
         )
         ids = [f"ours{w}-{i}" for w, n in enumerate(counts) for i in range(n)]
-        ctx.log(f"   {replicas} replicas ready; writing {rate:.0f}/s for {seconds:g}s")
-        writer = Writer(client, configs)
-        achieved = await writer.run(rate, seconds)
-        ctx.log(f"   wrote at {achieved:.0f}/s; waiting for the replicas to catch up")
-        await _settle(redis, keys, ids)
+        ctx.log(f"   {replicas} replicas ready")
+        cpu = CpuMeter(
+            {
+                "mongo_double": [f.mongo.pid],
+                "watcher": [watcher.pid],
+                "redis_server": [f.redis.pid or 0],
+                "replica_workers": workers.pids,
+                "writer_and_bench": [os.getpid()],
+            }
+        )
+        first_mark = 1
+        for label, rate, seconds in phases:
+            writer = Writer(client, configs, first_mark=first_mark)
+            first_mark += int(rate * seconds) + 1
+            writers.append(writer)
+            results.append(
+                await _phase(
+                    label,
+                    rate,
+                    seconds,
+                    writer=writer,
+                    settle=lambda: _settle(redis, keys, ids),
+                    cpu=cpu,
+                    ctx=ctx,
+                )
+            )
         reports = await workers.stop()
         truth = ours.digest(await client[ours.DATABASE][ours.COLLECTION].find({}).to_list())
         size = await client[ours.DATABASE][ours.COLLECTION].count_documents({})
@@ -175,23 +256,23 @@ async def _run(
             await asyncio.to_thread(child.stop)
         await client.close()
         await redis.aclose()
-    lags, worst, superseded, missing = _lags(writer, reports)
-    diverged = [r["instance_id"] for r in reports if r["digest"] != truth]
+    for phase, writer in zip(results, writers, strict=True):
+        lags, worst, superseded, missing = _lags(writer, reports)
+        phase.update(
+            {
+                "lag_ns": describe(lags),
+                "lag_worst_replica_ns": describe([float(v) for v in worst.values()]),
+                "samples_superseded": superseded,
+                "samples_missing": missing,
+                "samples_ns": lags,
+            }
+        )
     return {
         "replicas": replicas,
-        "rate_target": rate,
-        "rate_achieved": achieved,
-        "writer_behind_max_s": writer.behind_max_s,
-        "seconds": seconds,
-        "changes": len(writer.written) + writer.deletes,
-        "lag_ns": describe(lags),
-        "lag_worst_replica_ns": describe([float(v) for v in worst.values()]),
-        "samples_superseded": superseded,
-        "samples_missing": missing,
+        "phases": results,
         "collection_size": size,
-        "diverged": diverged,
+        "diverged": [r["instance_id"] for r in reports if r["digest"] != truth],
         "replica_reports": [{k: v for k, v in r.items() if k != "applied"} for r in reports],
-        "samples_ns": lags,
     }
 
 
@@ -243,65 +324,69 @@ async def wait_until_async_leader(redis: aioredis.Redis, keys: Keys) -> None:
 
 
 async def run(ctx: Context) -> Outcome:
-    """One sustained run; lag distribution and the divergence verdict."""
+    """A light reference phase, then the sustained load; lag and the divergence verdict."""
     replicas = ctx.pick(quick=3, default=10)
-    seconds = ctx.pick(quick=2.0, default=30.0, full=60.0)
-    rate = 1_000.0
+    load = ("load", RATE, ctx.pick(quick=2.0, default=30.0, full=60.0))
+    reference = ("reference", 100.0, ctx.pick(quick=0.0, default=10.0, full=20.0))
+    phases = [reference, load] if reference[2] else [load]
     configs = ctx.pick(quick=200, default=1_000)
     async with ours.fleet([make_config(i) for i in range(configs)], namespace=NAMESPACE) as f:
-        result = await _run(f, ctx, replicas, rate, seconds, configs)
+        result = await _run(f, ctx, replicas, phases, configs)
     png = plot_cdf(
         ctx.out_dir / "propagation.png",
-        title=f"Write → applied in a replica, {rate:.0f} changes/s, {replicas} replicas",
+        title=f"Write → applied in a replica, {replicas} replicas",
         xlabel="ms",
-        series={"ours": [x / 1e6 for x in result.pop("samples_ns")]},
+        series={
+            f"{p['rate_achieved']:.0f} changes/s ({p['label']})": [
+                x / 1e6 for x in p.pop("samples_ns")
+            ]
+            for p in result["phases"]
+        },
     )
-    lag = result["lag_ns"]
+    rows: list[Row] = []
+    for p in result["phases"]:
+        lag = p["lag_ns"]
+        rows.append(
+            Row(
+                f"7 propagation lag p99 / median @{p['rate_achieved']:.0f}/s ({p['label']})",
+                f"{fmt_ns(lag.get('p99', math.nan))} / {fmt_ns(lag.get('median', math.nan))}",
+                "-",
+                "-",
+                "(reported)",
+                None,
+            )
+        )
     diverged = result["diverged"]
-    rows = [
+    rows.append(
         Row(
-            f"7 propagation lag p99 @{result['rate_achieved']:.0f}/s, {replicas} replicas",
-            fmt_ns(lag.get("p99", float("nan"))),
-            "-",
-            "-",
-            "(reported)",
-            None,
-        ),
-        Row(
-            "7 propagation lag median",
-            fmt_ns(lag.get("median", float("nan"))),
-            "-",
-            "-",
-            "(reported)",
-            None,
-        ),
-        Row(
-            "7 replicas diverged from MongoDB at the end",
-            f"{len(diverged)} of {replicas}",
+            f"7 replicas diverged from MongoDB at the end ({replicas})",
+            str(len(diverged)),
             "-",
             "-",
             "0",
             not diverged,
-        ),
-    ]
+        )
+    )
+    main = result["phases"][-1]
     resyncs = sum(sum(r["resyncs"].values()) for r in result["replica_reports"])
-    if resyncs or result["samples_missing"]:
+    missing = sum(p["samples_missing"] for p in result["phases"])
+    if resyncs or missing:
         rows.append(
             Row(
                 "7 resyncs / (change, replica) never seen",
-                f"{resyncs} / {result['samples_missing']}",
+                f"{resyncs} / {missing}",
                 "-",
                 "-",
                 "(context)",
                 None,
             )
         )
-    if result["rate_achieved"] < 0.95 * rate:
+    if main["rate_achieved"] < 0.95 * RATE:
         rows.append(
             Row(
-                "7 write rate achieved",
-                f"{result['rate_achieved']:.0f}/s",
-                f"{rate:.0f}/s",
+                "7 write rate achieved (load phase)",
+                f"{main['rate_achieved']:.0f}/s",
+                f"{RATE:.0f}/s",
                 "-",
                 ">= 95% of target",
                 False,

@@ -186,6 +186,11 @@ class WorkerSet:
                 f"{log_path}:\n{tail(log_path)}"
             )
 
+    @property
+    def pids(self) -> list[int]:
+        """Process ids of the running workers."""
+        return [proc.pid for proc, _ in self._procs]
+
     async def stop(self, within_s: float = 60.0) -> list[dict[str, Any]]:
         """Tell every worker to stop; the replica records of all of them, in order."""
         for proc, _ in self._procs:

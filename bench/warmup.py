@@ -51,9 +51,9 @@ from bench.common import (
     ratio,
     wait_until,
 )
-from service.caching import Snapshot
 from service.ingesting import IngestCounters
 from service.replica import run_replica
+from service.snapshot import Snapshot
 from service.storing import MongoConfigStore
 from shared.clients import MONGO_DOCUMENT_OPTIONS
 from shared.settings import load_settings
