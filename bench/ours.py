@@ -26,7 +26,7 @@ from pymongo import AsyncMongoClient
 
 from bench.common import KEY_FIELD, BenchError, tail, wait_until
 from service.caching import ConfigCache
-from service.ingesting import IngestCounters
+from service.event_sinks import IngestCounters
 from service.replica import Replica, run_replica
 from service.snapshot import Snapshot
 from shared.clients import MONGO_DOCUMENT_OPTIONS

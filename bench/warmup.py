@@ -51,7 +51,7 @@ from bench.common import (
     ratio,
     wait_until,
 )
-from service.ingesting import IngestCounters
+from service.event_sinks import IngestCounters
 from service.replica import run_replica
 from service.snapshot import Snapshot
 from service.storing import MongoConfigStore
