@@ -9,6 +9,8 @@ sender retries -- an event is never acknowledged before it was written.
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 import orjson
@@ -49,7 +51,14 @@ class EventSink(Protocol):
 
 
 class RedisEventSink:
-    """:class:`EventSink` over two capped Redis streams (``XADD ... MAXLEN ~ maxlen``)."""
+    """:class:`EventSink` over two capped Redis streams (``XADD ... MAXLEN ~ maxlen``).
+
+    Writes are group-committed: every ``XADD`` requested in the same event-loop tick (the
+    events of one request, and those of concurrent requests) goes out in one pipelined
+    round trip, and each caller still learns the fate of its own entry -- its call returns
+    only once Redis stored it, or raises :class:`EventSinkUnavailable`. If the writing task
+    is cancelled, every entry still waiting fails rather than hanging.
+    """
 
     def __init__(self, redis: aioredis.Redis, keys: Keys, *, maxlen: int = 100_000) -> None:
         if maxlen < 1:
@@ -57,6 +66,8 @@ class RedisEventSink:
         self._redis = redis
         self._keys = keys
         self._maxlen = maxlen
+        self._pending: list[_Entry] = []
+        self._flushing = False
 
     async def accepted(self, source_id: str, event: dict[str, Any]) -> None:
         """``XADD {ns}:events:accepted`` with ``source_id`` first, then the record."""
@@ -71,10 +82,56 @@ class RedisEventSink:
             name: orjson.dumps(value) if name == "event" else str(value)
             for name, value in record.items()
         }
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Entry(stream, fields, done))
+        if not self._flushing:
+            await self._flush_pending()
+        await done
+
+    async def _flush_pending(self) -> None:
+        self._flushing = True
+        batch: list[_Entry] = []
         try:
-            await self._redis.xadd(stream, fields, maxlen=self._maxlen, approximate=True)
+            await asyncio.sleep(0)  # let the writers of this tick join the batch
+            while self._pending:
+                batch, self._pending = self._pending, []
+                await self._write(batch)
+                batch = []
+        finally:
+            self._flushing = False
+            stranded, self._pending = [*batch, *self._pending], []
+            _fail(stranded, EventSinkUnavailable("events writer cancelled; retry"))
+
+    async def _write(self, batch: list[_Entry]) -> None:
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for entry in batch:
+                    pipe.xadd(entry.stream, entry.fields, maxlen=self._maxlen, approximate=True)
+                results = await pipe.execute(raise_on_error=False)
         except (RedisError, OSError) as e:
-            raise EventSinkUnavailable(f"XADD {stream} failed: {e}") from e
+            _fail(batch, EventSinkUnavailable(f"XADD of {len(batch)} event(s) failed: {e}"))
+            return
+        for entry, result in zip(batch, results, strict=True):
+            if entry.done.done():
+                continue
+            if isinstance(result, Exception):
+                error = EventSinkUnavailable(f"XADD {entry.stream} failed: {result}")
+                entry.done.set_exception(error)
+            else:
+                entry.done.set_result(None)
+
+
+@dataclass(slots=True)
+class _Entry:
+    stream: str
+    fields: dict[FieldT, EncodableT]
+    done: asyncio.Future[None]
+
+
+def _fail(entries: list[_Entry], error: EventSinkUnavailable) -> None:
+    for entry in entries:
+        if not entry.done.done():
+            entry.done.set_exception(error)
 
 
 class IngestCounters:

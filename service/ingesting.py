@@ -30,6 +30,7 @@ The matching rules live in :mod:`service.matching`, the sinks and counters in
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import re
 import time
@@ -185,16 +186,21 @@ class _Ingestor:
             self.counters.outcomes["validation"] += 1
             _log.info("events.subscription_validated")
             return _json(ValidationResponse(validationResponse=batch.validation_code))
-        results: list[EventResult] = []
-        try:
-            for event in batch.events:
-                results.append(await self._ingest(event))
-        except (EventSinkUnavailable, ConfigsUnavailable) as e:
-            _log.error("events.unavailable", error=str(e), written=len(results))
-            store = "events" if isinstance(e, EventSinkUnavailable) else "config"
-            return self._reject("unavailable", 503, f"{store} store unavailable; retry later")
+        # All events of the batch are routed and written concurrently, so the sink can
+        # send their writes in one round trip; each still succeeds or fails on its own.
+        outcomes = await asyncio.gather(
+            *(self._ingest(event) for event in batch.events), return_exceptions=True
+        )
+        results = [r for r in outcomes if isinstance(r, EventResult)]
+        for failure in outcomes:
+            if isinstance(failure, EventSinkUnavailable | ConfigsUnavailable):
+                _log.error("events.unavailable", error=str(failure), written=len(results))
+                store = "events" if isinstance(failure, EventSinkUnavailable) else "config"
+                return self._reject("unavailable", 503, f"{store} store unavailable; retry later")
+            if isinstance(failure, BaseException):
+                raise failure
         accepted = sum(r.outcome == "accepted" for r in results)
-        _log.info("events.batch", accepted=accepted, dead_lettered=len(results) - accepted)
+        _log.debug("events.batch", accepted=accepted, dead_lettered=len(results) - accepted)
         return _json(EventsResponse(results=results))
 
     def _authorized(self, tokens: tuple[str | None, ...]) -> bool:
