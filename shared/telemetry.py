@@ -52,6 +52,9 @@ def configure_logging(*, fmt: str = "json", level: str = "info") -> None:
     ]
     structlog.configure(
         processors=[
+            # Drop below-level events before any work is done on them: debug calls on
+            # hot paths then cost one level check, not a timestamp and a render.
+            structlog.stdlib.filter_by_level,
             *shared,
             structlog.processors.format_exc_info,
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
