@@ -99,10 +99,13 @@ def main(argv: list[str] | None = None) -> int:
         for path in outcome.files:
             ctx.log(f"   wrote {path}")
     elapsed = time.monotonic() - started
+    table = format_table(rows)
+    footer = f"mode={mode}  results={out_dir}  took {elapsed:.1f}s"
     print()
-    print(format_table(rows))
+    print(table)
     print()
-    print(f"mode={mode}  results={out_dir}  took {elapsed:.1f}s")
+    print(footer)
+    (out_dir / "summary.txt").write_text(f"{table}\n\n{footer}\n")
     if failed:
         print(f"could not run: {', '.join(failed)}", file=sys.stderr)
         return 1
