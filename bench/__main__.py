@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import shutil
 import sys
 import tempfile
 import time
@@ -107,8 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     print(footer)
     (out_dir / "summary.txt").write_text(f"{table}\n\n{footer}\n")
     if failed:
-        print(f"could not run: {', '.join(failed)}", file=sys.stderr)
+        print(f"could not run: {', '.join(failed)}; process logs in {ctx.scratch}", file=sys.stderr)
         return 1
+    shutil.rmtree(ctx.scratch, ignore_errors=True)
     return 0
 
 

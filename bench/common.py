@@ -14,6 +14,7 @@ import math
 import os
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -43,6 +44,8 @@ class Context:
     mode: Mode
     out_dir: Path
     started: float = field(default_factory=time.monotonic)
+    #: Process logs of this run (removed after a clean run, kept and named after a failure).
+    scratch: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="scc-bench-")))
 
     @property
     def quick(self) -> bool:
@@ -56,6 +59,12 @@ class Context:
         if self.mode == "full" and full is not None:
             return full
         return default
+
+    def logs(self, name: str) -> Path:
+        """A directory for the process logs of one benchmark."""
+        path = self.scratch / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
 
     def log(self, message: str) -> None:
         """A progress line on stderr, prefixed with the time since the run started."""

@@ -192,7 +192,8 @@ async def run(ctx: Context) -> Outcome:
     ttls = ctx.pick(quick=[1_000], default=[default_ttl, 1_000])
     trials = ctx.pick(quick=2, default=20, full=40)
     results: dict[int, list[float]] = {}
-    async with ours.fleet([make_config(i) for i in range(50)], namespace=NAMESPACE) as f:
+    docs = [make_config(i) for i in range(50)]
+    async with ours.fleet(docs, namespace=NAMESPACE, workdir=ctx.logs(NAME)) as f:
         for ttl in ttls:
             ctx.log(f"   lease ttl {ttl} ms: {trials} trials")
             results[ttl] = await _trials(f, ttl, trials, ctx)

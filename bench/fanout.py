@@ -18,7 +18,6 @@ hits both alike. Targets: p99 within 2x of raw, and < 10 ms at 10 replicas.
 from __future__ import annotations
 
 import asyncio
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -126,7 +125,7 @@ async def run(ctx: Context) -> Outcome:
     """Sweep the replica counts, plot p50/p99 of both, and judge the 10-replica point."""
     sizes = ctx.pick(quick=[1, 4], default=[1, 10, 50])
     judged = 10 if 10 in sizes else sizes[-1]
-    logs = Path(tempfile.mkdtemp(prefix="scc-bench-fanout-"))
+    logs = ctx.logs(NAME)
     seeded = [make_config(i, size=DOC_BYTES) for i in range(SEEDED)]
     results: list[dict[str, Any]] = []
     async with ours.redis_server() as server, ours.mongo_double(seeded, logs) as mongo_uri:

@@ -162,7 +162,7 @@ async def run(ctx: Context) -> Outcome:
     bodies = make_bodies(512, configs)
     docs = [make_config(i) for i in range(configs)]
     per_round: dict[str, list[dict[str, Any]]] = {"ours": [], "noop": []}
-    async with ours.ingest_servers(docs) as servers:
+    async with ours.ingest_servers(docs, ctx.logs(NAME)) as servers:
         for r in range(rounds):
             for subject in ("noop", "ours"):
                 ctx.log(f"   round {r + 1}/{rounds}: {subject} for {seconds:.1f}s")

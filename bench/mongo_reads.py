@@ -153,7 +153,7 @@ async def run(ctx: Context) -> Outcome:
     changes = ctx.pick(quick=5, default=30, full=100)
     docs = [make_config(i) for i in range(ctx.pick(quick=200, default=1_000))]
     results: list[dict[str, Any]] = []
-    async with ours.fleet(docs, namespace="benchreads") as f:
+    async with ours.fleet(docs, namespace="benchreads", workdir=ctx.logs(NAME)) as f:
         client: AsyncMongoClient[Any] = AsyncMongoClient(f.mongo_uri, **MONGO_DOCUMENT_OPTIONS)
         try:
             for n in sizes:

@@ -372,10 +372,14 @@ async def command_counts(client: AsyncMongoClient[Any], *, reset: bool = False) 
 
 @asynccontextmanager
 async def fleet(
-    docs: list[dict[str, Any]], *, namespace: str = "scc", **extra_env: str
+    docs: list[dict[str, Any]], *, namespace: str, workdir: Path, **extra_env: str
 ) -> AsyncIterator[Fleet]:
     """A redis-server and a MongoDB double holding ``docs``, closed on exit."""
-    f = Fleet(namespace=namespace, extra_env={"SCC_LOG_LEVEL": "warning", **extra_env})
+    f = Fleet(
+        namespace=namespace,
+        workdir=workdir,
+        extra_env={"SCC_LOG_LEVEL": "warning", **extra_env},
+    )
     try:
         await asyncio.to_thread(f.start_redis)
         await asyncio.to_thread(f.start_mongo)
@@ -386,9 +390,11 @@ async def fleet(
 
 
 @asynccontextmanager
-async def ingest_servers(docs: list[dict[str, Any]]) -> AsyncIterator[dict[str, tuple[str, int]]]:
+async def ingest_servers(
+    docs: list[dict[str, Any]], workdir: Path
+) -> AsyncIterator[dict[str, tuple[str, int]]]:
     """Ours (a replica + a watcher) and the do-nothing app: subject → (base URL, pid)."""
-    async with fleet(docs) as f:
+    async with fleet(docs, namespace="benchingest", workdir=workdir) as f:
         await asyncio.to_thread(f.start_watcher, "bench-watcher")
         replica = await asyncio.to_thread(f.start_replica, "bench-replica")
         port = free_port()

@@ -26,10 +26,8 @@ import asyncio
 import bisect
 import math
 import os
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import psutil
@@ -210,7 +208,7 @@ async def _run(
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
         f.mongo_uri, **MONGO_DOCUMENT_OPTIONS
     )
-    workers = WorkerSet(Path(tempfile.mkdtemp(prefix="scc-bench-prop-")))
+    workers = WorkerSet(ctx.logs(NAME))
     results: list[dict[str, Any]] = []
     writers: list[Writer] = []
     try:
@@ -330,7 +328,8 @@ async def run(ctx: Context) -> Outcome:
     reference = ("reference", 100.0, ctx.pick(quick=0.0, default=10.0, full=20.0))
     phases = [reference, load] if reference[2] else [load]
     configs = ctx.pick(quick=200, default=1_000)
-    async with ours.fleet([make_config(i) for i in range(configs)], namespace=NAMESPACE) as f:
+    docs = [make_config(i) for i in range(configs)]
+    async with ours.fleet(docs, namespace=NAMESPACE, workdir=ctx.logs(f"{NAME}-fleet")) as f:
         result = await _run(f, ctx, replicas, phases, configs)
     png = plot_cdf(
         ctx.out_dir / "propagation.png",

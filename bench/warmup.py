@@ -23,12 +23,10 @@ from __future__ import annotations
 
 import gc
 import statistics
-import tempfile
 import time
 import tracemalloc
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
-from pathlib import Path
 from typing import Any
 
 import psutil
@@ -153,7 +151,7 @@ async def run(ctx: Context) -> Outcome:
     """Alternate raw find and our warm-up; then measure memory at 10,000 configs."""
     count = ctx.pick(quick=3_000, default=100_000)
     rounds = ctx.pick(quick=1, default=3, full=5)
-    logs = Path(tempfile.mkdtemp(prefix="scc-bench-warmup-"))
+    logs = ctx.logs(NAME)
     raw: list[float] = []
     ready: list[float] = []
     warmed: list[float] = []
