@@ -4,7 +4,13 @@ Wire form (DESIGN.md)::
 
     {"v":1, "seq":int, "epoch":int, "kind":"upsert"|"delete"|"resync"|"heartbeat",
      "key":str|null, "doc":object|null, "op":str|null, "cluster_time":float|null,
-     "published_at":float, "refetch":bool, "reason":str|null, "sig":hex (optional)}
+     "published_at":float, "refetch":bool, "reason":str|null, "id":any|null,
+     "sig":hex (optional)}
+
+``id`` is the document's ``_id`` (extended JSON) on upserts and deletes. A replica keeps an
+``_id → key`` index, so a delete may name only the ``_id`` (``key`` null) when the watcher
+cannot know the key (a delete event carries only ``documentKey``), and an upsert whose
+``_id`` is cached under another key removes that stale entry (the key field changed).
 
 The watcher encodes everything *but* ``seq`` with :func:`encode_body`; the fenced publish
 script splices ``"seq":N`` in (same operation as :func:`splice_seq`), so a sequence
@@ -69,6 +75,7 @@ class Message:
     published_at: float = 0.0
     refetch: bool = False
     reason: str | None = None
+    doc_id: Any = None
 
     def __post_init__(self) -> None:
         _check_shape(self)
@@ -78,14 +85,17 @@ def _check_shape(m: Message) -> None:
     if m.kind not in KINDS:
         raise MessageError("bad_field", f"kind must be one of {sorted(KINDS)}, got {m.kind!r}")
     if m.kind in ("upsert", "delete"):
-        if not isinstance(m.key, str) or not m.key:
-            raise MessageError("bad_field", f"{m.kind} needs a non-empty string key")
+        named = isinstance(m.key, str) and bool(m.key)
+        if not named and not (m.kind == "delete" and m.key is None and m.doc_id is not None):
+            raise MessageError(
+                "bad_field", f"{m.kind} needs a non-empty string key (a delete: or an id)"
+            )
         if m.kind == "delete" and m.doc is not None:
             raise MessageError("bad_field", "delete must not carry a doc")
         if m.kind == "upsert" and (m.doc is None) != m.refetch:
             raise MessageError("bad_field", "upsert carries a doc unless refetch is true")
-    elif m.key is not None or m.doc is not None:
-        raise MessageError("bad_field", f"{m.kind} must not carry a key or doc")
+    elif m.key is not None or m.doc is not None or m.doc_id is not None:
+        raise MessageError("bad_field", f"{m.kind} must not carry a key, doc or id")
 
 
 def _is_int(value: object) -> bool:
@@ -146,6 +156,7 @@ def encode_body(message: Message, *, hmac_key: bytes | None = None) -> bytes:
         "published_at": message.published_at,
         "refetch": message.refetch,
         "reason": message.reason,
+        "id": None if message.doc_id is None else to_ejson(message.doc_id),
     }
     if hmac_key is not None:
         obj["sig"] = _signature(hmac_key, obj)
@@ -163,7 +174,21 @@ def encode(message: Message, *, hmac_key: bytes | None = None) -> bytes:
 
 
 def decode(raw: bytes | str, *, hmac_key: bytes | None = None) -> Message:
-    """Parse and verify one message; raise :class:`MessageError` for anything invalid."""
+    """Parse and verify one message; raise :class:`MessageError` for anything invalid.
+
+    Nothing else escapes, whatever the bytes: an unexpected failure inside the decoder is
+    reported as ``bad_field`` naming the exception, so a hostile publish can never take a
+    replica down.
+    """
+    try:
+        return _decode(raw, hmac_key)
+    except MessageError:
+        raise
+    except Exception as e:
+        raise MessageError("bad_field", f"undecodable message ({e!r:.120})") from e
+
+
+def _decode(raw: bytes | str, hmac_key: bytes | None) -> Message:
     if len(raw) > MAX_MESSAGE_BYTES:
         raise MessageError("oversized", f"{len(raw)} bytes, limit {MAX_MESSAGE_BYTES}")
     try:
@@ -183,7 +208,11 @@ def _verify(key: bytes, obj: dict[str, Any]) -> None:
     sig = obj.get("sig")
     if sig is None:
         raise MessageError("unsigned", "an HMAC key is configured but the message has no sig")
-    if not isinstance(sig, str) or not hmac.compare_digest(sig, _signature(key, obj)):
+    try:
+        expected = _signature(key, obj)
+    except orjson.JSONEncodeError as e:  # e.g. nested deeper than the encoder goes
+        raise MessageError("bad_field", f"cannot re-encode to verify: {e}") from e
+    if not isinstance(sig, str) or not hmac.compare_digest(sig, expected):
         raise MessageError("bad_signature", "sig does not match the configured HMAC key")
 
 
@@ -201,7 +230,9 @@ def _field(obj: dict[str, Any], name: str, ok: Any, what: str, *, required: bool
 def _from_obj(obj: dict[str, Any]) -> Message:
     seq = _field(obj, "seq", lambda v: _is_int(v) and 0 <= v <= _INT64_MAX, "an int >= 0")
     epoch = _field(obj, "epoch", lambda v: _is_int(v) and 0 <= v <= _INT64_MAX, "an int >= 0")
-    kind = _field(obj, "kind", lambda v: v in KINDS, f"one of {sorted(KINDS)}")
+    kind = _field(
+        obj, "kind", lambda v: isinstance(v, str) and v in KINDS, f"one of {sorted(KINDS)}"
+    )
     key = _field(obj, "key", lambda v: v is None or isinstance(v, str), "a string or null")
     raw_doc = _field(obj, "doc", lambda v: v is None or isinstance(v, dict), "an object or null")
     op = _field(obj, "op", lambda v: v is None or isinstance(v, str), "a string or null")
@@ -213,10 +244,12 @@ def _from_obj(obj: dict[str, Any]) -> Message:
     reason = _field(
         obj, "reason", lambda v: v is None or isinstance(v, str), "a string", required=False
     )
+    raw_id = obj.get("id")
     try:
         doc = None if raw_doc is None else from_ejson(raw_doc)
+        doc_id = None if raw_id is None else from_ejson(raw_id)
     except (RecursionError, Exception) as e:  # bson raises many types for bad extended JSON
-        raise MessageError("bad_field", f"doc is not valid extended JSON: {e!r:.120}") from e
+        raise MessageError("bad_field", f"doc or id is not valid extended JSON: {e!r:.120}") from e
     return Message(
         kind=kind,
         seq=seq,
@@ -228,4 +261,5 @@ def _from_obj(obj: dict[str, Any]) -> Message:
         published_at=float(published_at),
         refetch=bool(refetch),
         reason=reason,
+        doc_id=doc_id,
     )

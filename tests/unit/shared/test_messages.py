@@ -56,6 +56,9 @@ def messages(draw: st.DrawFn) -> Message:
     kind = draw(st.sampled_from(["upsert", "delete", "resync", "heartbeat"]))
     refetch = kind == "upsert" and draw(st.booleans())
     key = draw(st.text(min_size=1, max_size=30)) if kind in ("upsert", "delete") else None
+    doc_id = draw(st.none() | st.text(max_size=12) | st.integers(0, 2**40)) if key else None
+    if kind == "delete" and doc_id is not None and draw(st.booleans()):
+        key = None  # a delete by id only
     doc = draw(docs) if kind == "upsert" and not refetch else None
     return Message(
         kind=kind,
@@ -68,6 +71,7 @@ def messages(draw: st.DrawFn) -> Message:
         published_at=draw(numbers),
         refetch=refetch,
         reason=draw(st.none() | st.text(max_size=20)) if kind == "resync" else None,
+        doc_id=doc_id,
     )
 
 
@@ -119,6 +123,74 @@ def test_any_json_object_decodes_or_raises_message_error(obj: dict[str, Any]) ->
             decode(orjson.dumps(obj), hmac_key=key)
         except MessageError as e:
             assert e.reason in MESSAGE_ERROR_REASONS
+
+
+@settings(max_examples=400)
+@given(
+    messages(),
+    st.sampled_from(
+        [
+            "v",
+            "seq",
+            "epoch",
+            "kind",
+            "key",
+            "doc",
+            "op",
+            "cluster_time",
+            "published_at",
+            "refetch",
+            "reason",
+            "id",
+            "sig",
+        ]
+    ),
+    json_values | st.lists(json_values, max_size=3),
+    st.booleans(),
+)
+def test_one_corrupted_field_of_a_valid_message_is_a_message_error(
+    message: Message, field: str, value: Any, signed: bool
+) -> None:
+    """Replacing any one field of a valid message with any JSON value never escapes."""
+    key = KEY if signed else None
+    obj = orjson.loads(encode(message, hmac_key=key))
+    obj[field] = value
+    try:
+        decode(orjson.dumps(obj), hmac_key=key)
+    except MessageError as e:
+        assert e.reason in MESSAGE_ERROR_REASONS
+
+
+def test_unhashable_kind_is_rejected_not_crashing() -> None:
+    """A kind that is a JSON array or object is a bad field, not a TypeError."""
+    for kind in (b"[]", b"{}"):
+        raw = b'{"v":1,"seq":1,"epoch":1,"kind":' + kind + b',"key":null,"doc":null,"op":null,'
+        raw += b'"cluster_time":null,"published_at":1}'
+        with pytest.raises(MessageError) as info:
+            decode(raw)
+        assert info.value.reason == "bad_field"
+
+
+def test_deep_nesting_with_a_signature_is_rejected_not_crashing() -> None:
+    """With HMAC on, a value nested deeper than the encoder re-encodes is a MessageError."""
+    nested = b"[" * 300 + b"]" * 300
+    raw = (
+        b'{"v":1,"seq":1,"epoch":1,"kind":"resync","key":null,"doc":null,"op":null,'
+        b'"cluster_time":null,"published_at":1,"sig":"00","extra":' + nested + b"}"
+    )
+    with pytest.raises(MessageError):
+        decode(raw, hmac_key=KEY)
+
+
+def test_delete_may_name_only_the_document_id() -> None:
+    """A delete without a key but with the _id round-trips; one with neither is refused."""
+    oid = ObjectId()
+    message = Message(kind="delete", seq=3, epoch=1, key=None, doc_id=oid)
+    assert decode(encode(message)).doc_id == oid
+    with pytest.raises(MessageError):
+        Message(kind="delete", seq=3, epoch=1, key=None)
+    with pytest.raises(MessageError):
+        Message(kind="upsert", seq=3, epoch=1, key=None, doc={}, doc_id=oid)
 
 
 def test_bson_values_survive_the_trip_as_pymongo_returns_them() -> None:
