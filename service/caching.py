@@ -184,8 +184,13 @@ class ConfigCache:
 
     # ------------------------------------------------------ changes (subscriber)
     def apply_upsert(self, key: str, doc: Doc, *, reason: str = "upsert") -> None:
-        """A message says ``key`` now is ``doc``."""
+        """A message says ``key`` now is ``doc`` (and no longer any other key with its _id)."""
         self._note_change(key)
+        if "_id" in doc:
+            previous = self._snap.key_for_id(doc["_id"])
+            if previous is not None and previous != key:
+                self._note_change(previous)  # put() drops it; reads in flight must not revive it
+                self.invalidations["delete"] += 1
         self._snap.put(key, doc)
         self.invalidations[reason] += 1
         container = container_of(doc)
@@ -197,6 +202,17 @@ class ConfigCache:
         self._note_change(key)
         self._snap.remove(key)
         self.invalidations["delete"] += 1
+
+    def apply_delete_id(self, doc_id: object) -> None:
+        """A message says the document with this ``_id`` is gone (its key was not named)."""
+        key = self._snap.key_for_id(doc_id)
+        if key is not None:
+            self.apply_delete(key)
+        elif self._in_flight:
+            # Not cached, but a miss read running now may be fetching it under a key we
+            # cannot name: let every read in flight answer without installing.
+            self._tick += 1
+            self._reload_tick = self._tick
 
     def install(self, snapshot: Snapshot, *, fresh_at: float) -> None:
         """Serve ``snapshot`` from now on (one assignment); forget every remembered answer."""

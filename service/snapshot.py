@@ -2,15 +2,20 @@
 
 Why a module of its own: it is the one structure both the cache (which answers from it)
 and the subscriber (which builds a fresh one on every reload and replays buffered
-messages onto it before the swap) write to. Invariant: ``by_container`` is always exactly
-the index of ``by_key`` on ``ingestion.landing_container`` -- :meth:`Snapshot.put` and
-:meth:`Snapshot.remove` are the only writers and keep both in step.
+messages onto it before the swap) write to. Invariants: ``by_container`` is always exactly
+the index of ``by_key`` on ``ingestion.landing_container``, and ``by_id`` maps each cached
+document's ``_id`` to its key -- :meth:`Snapshot.put` and :meth:`Snapshot.remove` are the
+only writers and keep all three in step. Since ``_id`` is unique in the collection, putting
+a document whose ``_id`` is cached under another key removes that other key: the
+document's key field changed, and the old entry must not linger.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from typing import Any
+
+from shared.documents import id_token, key_of
 
 Doc = dict[str, Any]
 
@@ -28,19 +33,20 @@ def container_of(doc: Doc) -> str | None:
 class Snapshot:
     """Key → document plus the container index; mutated in place only by its owner."""
 
-    __slots__ = ("by_container", "by_key")
+    __slots__ = ("by_container", "by_id", "by_key")
 
     def __init__(self) -> None:
         self.by_key: dict[str, Doc] = {}
         self.by_container: dict[str, dict[str, Doc]] = {}
+        self.by_id: dict[Hashable, str] = {}
 
     @classmethod
     def build(cls, docs: Iterable[Doc], *, key_field: str) -> tuple[Snapshot, int]:
         """A snapshot of ``docs`` and how many were skipped for lacking a string key."""
         snapshot, skipped = cls(), 0
         for doc in docs:
-            key = doc.get(key_field)
-            if isinstance(key, str) and key:
+            key = key_of(doc, key_field)
+            if key is not None:
                 snapshot.put(key, doc)
             else:
                 skipped += 1
@@ -51,6 +57,12 @@ class Snapshot:
         old = self.by_key.get(key)
         if old is not None:
             self._unindex(key, old)
+        if "_id" in doc:
+            ident = id_token(doc["_id"])
+            other = self.by_id.get(ident)
+            if other is not None and other != key:
+                self.remove(other)  # same document, new key: the old entry is stale
+            self.by_id[ident] = key
         self.by_key[key] = doc
         container = container_of(doc)
         if container is not None:
@@ -64,7 +76,15 @@ class Snapshot:
         self._unindex(key, old)
         return True
 
+    def key_for_id(self, doc_id: Any) -> str | None:
+        """The key under which the document with this ``_id`` is cached, if it is."""
+        return self.by_id.get(id_token(doc_id))
+
     def _unindex(self, key: str, doc: Doc) -> None:
+        if "_id" in doc:
+            ident = id_token(doc["_id"])
+            if self.by_id.get(ident) == key:
+                del self.by_id[ident]
         container = container_of(doc)
         if container is None:
             return

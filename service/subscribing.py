@@ -260,13 +260,19 @@ class Subscriber:
                 await asyncio.gather(load, return_exceptions=True)
 
     def _apply_best_effort(self, message: Message) -> None:
-        # During a reload the serving snapshot keeps receiving changes, unchecked: they
-        # are newer than what it holds. The checked replay onto the new snapshot follows.
-        if message.key is None:
+        # During a reload the serving snapshot keeps receiving changes that are newer than
+        # what it holds (seq and epoch ahead of the last applied); the checked replay onto
+        # the new snapshot follows. Stale or foreign-epoch messages are left alone.
+        if message.seq <= self._last_seq or (
+            self._epoch is not None and message.epoch < self._epoch
+        ):
             return
         if message.kind == "delete":
-            self._cache.apply_delete(message.key)
-        elif message.kind == "upsert" and message.doc is not None:
+            if message.key is not None:
+                self._cache.apply_delete(message.key)
+            else:
+                self._cache.apply_delete_id(message.doc_id)
+        elif message.kind == "upsert" and message.doc is not None and message.key is not None:
             self._cache.apply_upsert(message.key, message.doc)
 
     # ---------------------------------------------------------------- follow
@@ -358,7 +364,15 @@ class Subscriber:
 
     async def _apply(self, message: Message, snapshot: Snapshot | None) -> None:
         key = message.key
-        assert key is not None  # Message guarantees a key for upsert/delete
+        if key is None:  # a delete naming only the _id (Message guarantees one of the two)
+            if snapshot is not None:
+                named = snapshot.key_for_id(message.doc_id)
+                if named is not None:
+                    snapshot.remove(named)
+            else:
+                self._cache.apply_delete_id(message.doc_id)
+            log.debug("applied", seq=message.seq, epoch=message.epoch, kind="delete_by_id")
+            return
         doc, reason = message.doc, "upsert"
         if message.kind == "upsert" and message.refetch:
             doc, reason = await self._store.find_by_key(key), "refetch"

@@ -50,7 +50,6 @@ RESYNC_REASONS: Final = frozenset(
         "drop",
         "rename",
         "dropDatabase",
-        "unknown_delete_key",
     }
 )
 

@@ -115,6 +115,7 @@ class Publisher:
             cluster_time=draft.cluster_time,
             published_at=self._clock.wall(),
             reason=draft.reason,
+            doc_id=draft.doc_id,
         )
         body = encode_body(message, hmac_key=self._hmac_key)
         if draft.kind != "upsert" or len(body) + _SEQ_ROOM <= self._max_bytes:
@@ -135,6 +136,7 @@ class Publisher:
             cluster_time=draft.cluster_time,
             published_at=message.published_at,
             refetch=True,
+            doc_id=draft.doc_id,
         )
         return encode_body(slim, hmac_key=self._hmac_key)
 

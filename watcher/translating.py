@@ -2,12 +2,16 @@
 
 Invariants:
 
-* A delete always names its key. The delete event carries only ``documentKey._id``, so
-  :class:`KeyMap` remembers ``_id → key`` from every post-image and from a scan when a term
-  starts; if the key is still unknown the result is a ``resync`` (reason
-  ``unknown_delete_key``), never silence.
-* A document whose key changed is deleted under its old key before it is upserted under
-  the new one, so no replica keeps a stale entry.
+* Every upsert and delete carries the document's ``_id``; replicas index ``_id → key``.
+  The delete event carries only ``documentKey._id``: :class:`KeyMap` remembers
+  ``_id → key`` from every post-image and from a scan when a term starts, to name the key
+  when it can (logs, operators); when it cannot, the delete names only the ``_id`` and the
+  replicas resolve it -- never silence, and no resync for it.
+* A document whose key changed is deleted under its old key (when known) before it is
+  upserted under the new one; replicas also drop any other key cached for the same
+  ``_id``, so a key change replayed after a failover (when this map was learned from a
+  scan taken after the change) leaves no stale entry either.
+* A document that lost its key is deleted by ``_id``.
 * insert/update/replace carry the post-image (``fullDocument``, looked up by the server);
   an update whose lookup found nothing means the document is gone: ``delete``.
 
@@ -22,10 +26,9 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import structlog
-from bson import json_util
-from bson.json_util import CANONICAL_JSON_OPTIONS
 from bson.timestamp import Timestamp
 
+from shared.documents import id_token, key_of
 from shared.messages import Kind
 from watcher.reporting import WatcherStats
 
@@ -52,27 +55,12 @@ class Draft:
     doc: dict[str, Any] | None = None
     cluster_time: float | None = None
     reason: str | None = None
+    doc_id: Any = None
 
 
 def resync(reason: str, *, op: str | None = None) -> Draft:
     """A ``resync`` draft (replicas reload everything)."""
     return Draft(kind="resync", op=op, reason=reason)
-
-
-def _hashable(value: Any) -> Hashable:
-    if isinstance(value, Hashable) and not isinstance(value, Mapping | list):
-        return ("v", type(value).__name__, value)
-    return ("ejson", json_util.dumps(value, json_options=CANONICAL_JSON_OPTIONS))
-
-
-def key_of(doc: Mapping[str, Any], key_field: str) -> str | None:
-    """The document's key (``key_field``, dotted paths allowed) if it is a non-empty string."""
-    value: Any = doc
-    for part in key_field.split("."):
-        if not isinstance(value, Mapping) or part not in value:
-            return None
-        value = value[part]
-    return value if isinstance(value, str) and value else None
 
 
 class KeyMap:
@@ -86,15 +74,15 @@ class KeyMap:
 
     def get(self, doc_id: Any) -> str | None:
         """The last key seen for ``doc_id``."""
-        return self._keys.get(_hashable(doc_id))
+        return self._keys.get(id_token(doc_id))
 
     def learn(self, doc_id: Any, key: str) -> None:
         """Remember ``doc_id``'s key."""
-        self._keys[_hashable(doc_id)] = key
+        self._keys[id_token(doc_id)] = key
 
     def forget(self, doc_id: Any) -> str | None:
         """Drop ``doc_id``; its last key, if known."""
-        return self._keys.pop(_hashable(doc_id), None)
+        return self._keys.pop(id_token(doc_id), None)
 
 
 class Translator:
@@ -120,23 +108,24 @@ class Translator:
         if op == "delete" or doc is None:
             # delete, or an update/replace whose post-image lookup found nothing: gone.
             key = self._forget(doc_id) if op == "delete" else self._known(doc_id)
-            if key is None:
-                log.warning("delete of a document whose key is unknown; resync", op=op)
-                return [Draft(kind="resync", op=op, reason="unknown_delete_key")]
-            return [Draft(kind="delete", op=op, key=key, cluster_time=cluster_time)]
+            return [Draft("delete", op, key=key, cluster_time=cluster_time, doc_id=doc_id)]
         if not isinstance(doc, Mapping):
             return self._skip(op, "bad_full_document")
         key = key_of(doc, self._key_field)
         previous = self._known(doc_id)
         out: list[Draft] = []
         if previous is not None and previous != key:
-            out.append(Draft(kind="delete", op=op, key=previous, cluster_time=cluster_time))
+            out.append(Draft("delete", op, key=previous, cluster_time=cluster_time))
         if key is None:
             self.keys.forget(doc_id)
             self._skip(op, "no_key")
+            if previous is None:  # the replicas may still hold it under its old key
+                out.append(Draft("delete", op, cluster_time=cluster_time, doc_id=doc_id))
             return out
         self.keys.learn(doc_id, key)
-        out.append(Draft(kind="upsert", op=op, key=key, doc=dict(doc), cluster_time=cluster_time))
+        out.append(
+            Draft("upsert", op, key=key, doc=dict(doc), cluster_time=cluster_time, doc_id=doc_id)
+        )
         return out
 
     def _known(self, doc_id: Any) -> str | None:

@@ -23,6 +23,7 @@ from typing import Any, Final, Protocol
 
 import structlog
 
+from shared.documents import key_of
 from shared.errors import StoreUnavailable
 from watcher.electing import Leadership, Term
 from watcher.errors import (
@@ -36,7 +37,7 @@ from watcher.publishing import Publisher
 from watcher.reporting import WatcherStats
 from watcher.resuming import ResumeToken, TokenStore
 from watcher.timing import Backoff, Clock, wait_event
-from watcher.translating import Translator, cluster_seconds, key_of, resync
+from watcher.translating import Translator, cluster_seconds, resync
 
 log = structlog.get_logger("watcher.watching")
 

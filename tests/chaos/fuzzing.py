@@ -41,17 +41,9 @@ from tests.chaos.profile import INGEST_TOKEN
 FORGED_KEYS: Final = tuple(f"forged-{i:02d}" for i in range(8))
 #: How many of the payloads are over the decoder's size limit (they are slow to publish).
 HUGE_EVERY: Final = 97
-#: ``shared.messages.decode`` raises ``TypeError`` (not ``MessageError``) on two inputs,
-#: and a replica's subscriber dies on it (the process exits; one message stops every
-#: replica): ``kind`` a JSON array or object, and -- with HMAC on, so without knowing the
-#: key -- any ``sig`` plus a value nested deeper than orjson.dumps allows (254).
-#: Pinned by ``test_decode_rejects_unhashable_kind`` and
-#: ``test_decode_rejects_deep_nesting_when_signing`` (strict xfail) in
-#: ``tests/e2e/test_chaos_short.py``; once both XPASS, set this to False so the flood
-#: sends such payloads again.
-AVOID_KNOWN_DECODER_CRASH: Final = True
-#: Nesting of the "deep" payloads: past orjson.dumps's limit only once the crash is fixed.
-DEEP: Final = 200 if AVOID_KNOWN_DECODER_CRASH else 300
+#: Nesting of the "deep" payloads: past orjson.dumps's limit (254), which the decoder once
+#: crashed on when re-encoding to verify a signature.
+DEEP: Final = 300
 
 # ----------------------------------------------------------------- channel payloads
 
@@ -188,8 +180,6 @@ def _signed_field(rng: random.Random, key: bytes, seq: int, epoch: int) -> bytes
     obj = _base(rng, seq, epoch)
     field = rng.choice(["seq", "epoch", "kind", "key", "doc", "published_at", "refetch"])
     values: list[Any] = [-1, "x", [], {"$date": "not a date"}, None, 1.5, True, 2**63]
-    if field == "kind" and AVOID_KNOWN_DECODER_CRASH:
-        values = [v for v in values if not isinstance(v, list | dict)]
     if rng.random() < 0.3:
         obj.pop(field)
     else:

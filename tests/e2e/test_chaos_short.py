@@ -4,8 +4,8 @@ Each scenario test starts its own fleet of real processes (tests.chaos.rig), inj
 fault, settles, and asserts on the same RunResult ``python -m tests.chaos`` prints: zero
 divergences and no broken invariant (its own and the shared ones). Waits have generous
 deadlines; nothing asserts on speed. Below them: self-tests of the suite's checks (so a
-check that can never fail is caught), and strict-xfail reproductions of bugs the suite
-found in code owned elsewhere -- they turn red (XPASS) when the bug is fixed.
+check that can never fail is caught), and regression tests for the bugs the suite found
+(decoder crashes on hostile payloads, a replayed key change leaving the old key behind).
 """
 
 from __future__ import annotations
@@ -212,14 +212,6 @@ def _wait_seq(client: httpx.Client, url: str, seq: int) -> None:
 
 
 # ------------------------------------------------ bugs found (owned elsewhere)
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="shared.messages.decode raises TypeError, not MessageError, when kind is a JSON "
-    "array/object; a replica's subscriber dies on it and the process exits (one message "
-    "kills every replica). When fixed (with the deep-nesting one below): remove this marker "
-    "and set tests.chaos.fuzzing.AVOID_KNOWN_DECODER_CRASH = False.",
-)
 def test_decode_rejects_unhashable_kind() -> None:
     """A message whose kind is an array or an object is a MessageError like any bad field."""
     for raw in (b'{"v":1,"seq":0,"epoch":0,"kind":[]}', b'{"v":1,"seq":0,"epoch":0,"kind":{}}'):
@@ -227,14 +219,6 @@ def test_decode_rejects_unhashable_kind() -> None:
             decode(raw)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="shared.messages._verify re-encodes the parsed message with orjson.dumps, whose "
-    "nesting limit (254) is below orjson.loads' (1024): with SCC_MESSAGE_HMAC_KEY set, any "
-    "publisher -- no key needed -- kills every replica with one deeply nested message. When "
-    "fixed: remove this marker and set tests.chaos.fuzzing.AVOID_KNOWN_DECODER_CRASH = False.",
-)
 def test_decode_rejects_deep_nesting_when_signing() -> None:
     """A signed-looking message nested too deep to re-encode is a MessageError, not a crash."""
     raw = b'{"v":1,"sig":"00","x":' + b"[" * 300 + b"]" * 300 + b"}"
@@ -244,14 +228,6 @@ def test_decode_rejects_deep_nesting_when_signing() -> None:
 
 @e2e
 @pytest.mark.timeout(90)
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="watcher: a key change replayed after a restart/failover is published as an upsert "
-    "of the new key only -- the KeyMap is learned from a scan of the current collection taken "
-    "after the stream opened, so the old key is unknown and its delete is never sent; replicas "
-    "keep the renamed-away key forever (found by tests.chaos leader-kill, even seeds).",
-)
 def test_replayed_key_change_deletes_the_old_key(tmp_path: Path) -> None:
     """A config renamed while the watcher restarted is gone from replicas under its old key."""
     env = {

@@ -312,3 +312,39 @@ async def test_invalidations_are_counted_by_bounded_reason() -> None:
         "reload": 1,
         "read_through": 0,
     }
+
+
+def test_upsert_under_a_new_key_drops_the_old_key_of_the_same_document() -> None:
+    """A document whose key changed is cached under the new key only (matched by _id)."""
+    clock, store = FakeClock(), FakeStore()
+    cache = make_cache(store, clock)
+    warm(cache, clock, {**config("old", "c1"), "_id": 7})
+    cache.apply_upsert("new", {**config("new", "c1"), "_id": 7})
+    assert cache.peek("old") is None and cache.peek("new") is not None
+    assert [c["source_id"] for c in cache.snapshot.by_container["c1"].values()] == ["new"]
+    assert cache.snapshot.key_for_id(7) == "new"
+
+
+def test_delete_by_id_removes_whatever_key_holds_the_document() -> None:
+    """A delete that names only the _id removes the cached entry with that _id."""
+    clock, store = FakeClock(), FakeStore()
+    cache = make_cache(store, clock)
+    warm(cache, clock, {**config("a", "c1"), "_id": "x1"}, {**config("b", "c1"), "_id": "x2"})
+    cache.apply_delete_id("x1")
+    cache.apply_delete_id("unknown")  # not cached: nothing to do, nothing raised
+    assert cache.peek("a") is None and cache.peek("b") is not None
+    assert cache.snapshot.key_for_id("x1") is None
+
+
+async def test_delete_by_unknown_id_stops_reads_in_flight_from_installing() -> None:
+    """A delete by an _id we cannot name makes every read in flight answer but not install."""
+    clock, store = FakeClock(), FakeStore([{**config("k"), "_id": "gone"}])
+    cache = make_cache(store, clock)
+    warm(cache, clock)
+    store.gate = asyncio.Event()
+    lookup = asyncio.create_task(cache.get_config_by_source_id("k"))
+    await store.entered.wait()
+    cache.apply_delete_id("gone")
+    store.gate.set()
+    assert (await lookup) is not None  # answered from what it read...
+    assert cache.snapshot.by_key.get("k") is None  # ...but not installed

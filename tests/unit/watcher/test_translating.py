@@ -9,8 +9,9 @@ import structlog
 from bson import ObjectId
 from bson.timestamp import Timestamp
 
+from shared.documents import key_of
 from watcher.reporting import WatcherStats
-from watcher.translating import Draft, KeyMap, Translator, cluster_seconds, key_of
+from watcher.translating import Draft, KeyMap, Translator, cluster_seconds
 
 
 def translator(key_field: str = "source_id") -> tuple[Translator, WatcherStats]:
@@ -39,7 +40,7 @@ def test_insert_update_replace_become_upserts_with_the_post_image() -> None:
         doc = {"_id": oid, "source_id": "s1", "n": op}
         [draft] = t.drafts(change(op, oid, doc))
         assert draft == Draft(
-            kind="upsert", op=op, key="s1", doc=doc, cluster_time=1_700_000_000.000007
+            kind="upsert", op=op, key="s1", doc=doc, cluster_time=1_700_000_000.000007, doc_id=oid
         )
 
 
@@ -52,11 +53,12 @@ def test_delete_names_the_key_learned_from_an_earlier_post_image() -> None:
     assert len(t.keys) == 0
 
 
-def test_delete_of_an_unknown_key_publishes_resync_not_nothing() -> None:
-    """If no post-image or scan ever named the key, the watcher asks for a resync."""
+def test_delete_of_an_unknown_key_names_the_id_not_nothing() -> None:
+    """If no post-image or scan ever named the key, the delete names the _id for replicas."""
     t, _ = translator()
-    [draft] = t.drafts(change("delete", 99))
-    assert (draft.kind, draft.reason) == ("resync", "unknown_delete_key")
+    oid = ObjectId()
+    [draft] = t.drafts(change("delete", oid))
+    assert (draft.kind, draft.key, draft.doc_id) == ("delete", None, oid)
 
 
 def test_update_whose_lookup_found_nothing_is_a_delete() -> None:
@@ -78,10 +80,11 @@ def test_a_changed_key_deletes_the_old_key_first() -> None:
 
 
 def test_a_document_without_a_string_key_is_skipped_with_a_log_line_and_a_count() -> None:
-    """A post-image without a usable key field publishes nothing, logs once and counts."""
+    """A post-image without a usable key is not upserted (logged, counted) but deleted by _id."""
     t, stats = translator()
     with structlog.testing.capture_logs() as logs:
-        assert t.drafts(change("insert", 1, {"_id": 1, "source_id": 5})) == []
+        [draft] = t.drafts(change("insert", 1, {"_id": 1, "source_id": 5}))
+    assert (draft.kind, draft.key, draft.doc_id) == ("delete", None, 1)
     assert stats.skipped["no_key"] == 1
     assert [e["reason"] for e in logs if e["event"] == "change event not published"] == ["no_key"]
 
