@@ -13,7 +13,8 @@ and batches of 10 (where the per-event work -- a Redis write each -- dominates t
 per-request HTTP cost). The subjects alternate in rounds of equal length; the figure is
 events per second (median over rounds), with per-request latency alongside. Target:
 ours ≥ 0.7x the do-nothing endpoint. On a 2-core machine the client shares the CPU with
-the server, so the do-nothing figure is client-bound and the ratio flatters neither side.
+the server: the do-nothing figure is bounded by the client, which flatters the ratio
+(both sides' CPU shares are recorded in the JSON).
 
 Run as ``python -m bench.ingest --serve-noop PORT`` it serves the do-nothing app.
 """
