@@ -3,29 +3,14 @@
 from __future__ import annotations
 
 import datetime
-from typing import Any
 
 import pytest
 from bson.timestamp import Timestamp
-from pymongo.asynchronous.change_stream import AsyncChangeStream
 
+from tests.contract.streams import AWAIT_MS, drain
 from tests.support.mongo_fixtures import MongoTarget
 
 pytestmark = pytest.mark.integration
-
-AWAIT_MS = 150
-
-
-async def drain(stream: AsyncChangeStream[dict[str, Any]], count: int) -> list[dict[str, Any]]:
-    """Read ``count`` events, giving up after a bounded number of empty getMores."""
-    events: list[dict[str, Any]] = []
-    for _ in range(40):
-        if len(events) >= count:
-            break
-        event = await stream.try_next()
-        if event is not None:
-            events.append(event)
-    return events
 
 
 async def test_insert_event_shape(mongo_target: MongoTarget) -> None:

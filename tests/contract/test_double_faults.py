@@ -9,31 +9,15 @@ from typing import Any
 
 import pytest
 from pymongo import AsyncMongoClient
-from pymongo.asynchronous.change_stream import AsyncChangeStream
 from pymongo.errors import NotPrimaryError, OperationFailure
 
+from tests.contract.streams import drain, keys
 from tests.support.mongo_double import MongoDouble
 
 pytestmark = pytest.mark.integration
 
 AWAIT_MS = 100
 DB, COLL = "ingestion", "source_configs"
-
-
-async def drain(stream: AsyncChangeStream[dict[str, Any]], count: int) -> list[dict[str, Any]]:
-    """Read ``count`` events, giving up after a bounded number of empty getMores."""
-    events: list[dict[str, Any]] = []
-    for _ in range(40):
-        if len(events) >= count:
-            break
-        event = await stream.try_next()
-        if event is not None:
-            events.append(event)
-    return events
-
-
-def keys(events: list[dict[str, Any]]) -> list[Any]:
-    return [e["documentKey"]["_id"] for e in events]
 
 
 @pytest.fixture

@@ -5,26 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from pymongo.asynchronous.change_stream import AsyncChangeStream
 from pymongo.errors import OperationFailure
 
+from tests.contract.streams import AWAIT_MS, drain
 from tests.support.mongo_fixtures import MongoTarget
 
 pytestmark = pytest.mark.integration
-
-AWAIT_MS = 150
-
-
-async def drain(stream: AsyncChangeStream[dict[str, Any]], count: int) -> list[dict[str, Any]]:
-    """Read ``count`` events, giving up after a bounded number of empty getMores."""
-    events: list[dict[str, Any]] = []
-    for _ in range(40):
-        if len(events) >= count or not stream.alive:
-            break
-        event = await stream.try_next()
-        if event is not None:
-            events.append(event)
-    return events
 
 
 async def invalidate_by_drop(target: MongoTarget) -> tuple[list[dict[str, Any]], Any, bool]:

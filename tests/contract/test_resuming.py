@@ -6,30 +6,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
-from pymongo.asynchronous.change_stream import AsyncChangeStream
 from pymongo.errors import OperationFailure
 
+from tests.contract.streams import AWAIT_MS, drain, keys
 from tests.support.mongo_fixtures import MongoTarget
 
 pytestmark = pytest.mark.integration
-
-AWAIT_MS = 150
-
-
-async def drain(stream: AsyncChangeStream[dict[str, Any]], count: int) -> list[dict[str, Any]]:
-    """Read ``count`` events, giving up after a bounded number of empty getMores."""
-    events: list[dict[str, Any]] = []
-    for _ in range(40):
-        if len(events) >= count:
-            break
-        event = await stream.try_next()
-        if event is not None:
-            events.append(event)
-    return events
-
-
-def keys(events: list[dict[str, Any]]) -> list[Any]:
-    return [e["documentKey"]["_id"] for e in events]
 
 
 async def test_resume_after_returns_exactly_the_following_events(mongo_target: MongoTarget) -> None:

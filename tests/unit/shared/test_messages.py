@@ -49,6 +49,11 @@ docs = st.dictionaries(
     max_size=6,
 )
 numbers = st.floats(allow_nan=False, allow_infinity=False)
+#: Every field name of the wire form.
+FIELDS = [
+    "v", "seq", "epoch", "kind", "key", "doc", "op", "cluster_time", "published_at",
+    "refetch", "reason", "id", "sig",
+]  # fmt: skip
 
 
 @st.composite
@@ -97,22 +102,7 @@ def test_any_bytes_decode_or_raise_message_error(raw: bytes) -> None:
 @settings(max_examples=300)
 @given(
     st.dictionaries(
-        st.sampled_from(
-            [
-                "v",
-                "seq",
-                "epoch",
-                "kind",
-                "key",
-                "doc",
-                "op",
-                "cluster_time",
-                "published_at",
-                "refetch",
-                "reason",
-                "sig",
-            ]
-        ),
+        st.sampled_from(FIELDS),
         json_values | st.sampled_from(["upsert", "delete", "resync", "heartbeat"]),
     )
 )
@@ -128,23 +118,7 @@ def test_any_json_object_decodes_or_raises_message_error(obj: dict[str, Any]) ->
 @settings(max_examples=400)
 @given(
     messages(),
-    st.sampled_from(
-        [
-            "v",
-            "seq",
-            "epoch",
-            "kind",
-            "key",
-            "doc",
-            "op",
-            "cluster_time",
-            "published_at",
-            "refetch",
-            "reason",
-            "id",
-            "sig",
-        ]
-    ),
+    st.sampled_from(FIELDS),
     json_values | st.lists(json_values, max_size=3),
     st.booleans(),
 )
