@@ -9,15 +9,21 @@ would miss the entry held by the other.
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping
-from typing import Any
+from typing import Any, Final
 
-from bson import json_util
+from bson import ObjectId, json_util
 from bson.json_util import CANONICAL_JSON_OPTIONS
+
+#: ``_id`` types that hash as themselves (checked by exact class, the hot path of a reload).
+_SCALAR_IDS: Final = frozenset({str, int})
 
 
 def key_of(doc: Mapping[str, Any], key_field: str) -> str | None:
     """The document's key (``key_field``, dotted paths allowed) if it is a non-empty string."""
-    value: Any = doc
+    if "." not in key_field:
+        value = doc.get(key_field)
+        return value if isinstance(value, str) and value else None
+    value = doc
     for part in key_field.split("."):
         if not isinstance(value, Mapping) or part not in value:
             return None
@@ -28,10 +34,16 @@ def key_of(doc: Mapping[str, Any], key_field: str) -> str | None:
 def id_token(value: Any) -> Hashable:
     """A hashable stand-in for an ``_id`` value, equal exactly when the ``_id``\\ s are equal.
 
-    Scalars (ObjectId, str, int, ...) stand for themselves, tagged with their type so that
-    ``1`` and ``1.0`` or ``"1"`` stay distinct as in MongoDB; documents and arrays are
-    compared through their canonical extended JSON.
+    An ObjectId stands as its 12 bytes (no other ``_id`` type yields bare ``bytes``);
+    other scalars (str, int, ...) stand for themselves, tagged with their class so that
+    ``True`` and ``1`` stay distinct as in MongoDB; documents and arrays are compared
+    through their canonical extended JSON.
     """
-    if isinstance(value, Hashable) and not isinstance(value, Mapping | list):
-        return (type(value).__name__, value)
+    cls = value.__class__
+    if cls is ObjectId:
+        return bytes(value.binary)  # 12 bytes: hashed natively, cached (ObjectId hashes in Python)
+    if cls in _SCALAR_IDS or (
+        isinstance(value, Hashable) and not isinstance(value, Mapping | list)
+    ):
+        return (cls, value)
     return ("ejson", json_util.dumps(value, json_options=CANONICAL_JSON_OPTIONS))
