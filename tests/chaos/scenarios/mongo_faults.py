@@ -57,8 +57,7 @@ def run(rig: Rig) -> None:
     unexpected = {
         m.reason
         for m in rig.observer.snapshot()
-        if m.kind == "resync"
-        and m.reason not in {"history_lost", "drop", "invalidate", "unknown_delete_key"}
+        if m.kind == "resync" and m.reason not in {"history_lost", "drop", "invalidate"}
     }
     rig.check(
         not unexpected, f"resyncs published for unexpected reasons: {sorted(map(str, unexpected))}"
