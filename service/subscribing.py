@@ -168,12 +168,31 @@ class Subscriber:
         return 1 if self._clock() - cycle_started > STABLE_CYCLE_S else failures + 1
 
     async def _pace(self, reason: str | None) -> None:
+        """Wait out the minimum spacing between reloads, still applying new changes.
+
+        The reload that follows re-reads everything, but a change that arrives while we
+        wait is applied to the serving cache at once (best effort, newer than what it
+        holds), so pacing reloads never delays a change by up to a second.
+        """
         if reason is None or self._last_sync_at is None:
             return
-        wait = self._last_sync_at + self._min_resync_interval_s - self._clock()
-        if wait > 0:
-            log.info("resync deferred: the last one was moments ago", seconds=round(wait, 3))
-            await self._sleep(wait)
+        deadline = self._last_sync_at + self._min_resync_interval_s
+        if deadline - self._clock() <= 0:
+            return
+        log.info(
+            "resync deferred: the last one was moments ago",
+            seconds=round(deadline - self._clock(), 3),
+        )
+        while (left := deadline - self._clock()) > 0:
+            item = await self._feed.receive(left)
+            if item is None or item == SUBSCRIBED:
+                continue  # the reload that follows covers whatever a resubscription lost
+            try:
+                message = self._decode(item)
+            except ResyncRequired:
+                continue  # counted and logged by _decode; the reload is coming anyway
+            self._alive(message)
+            self._apply_best_effort(message)
 
     async def _open(self) -> None:
         await self._feed.close()
