@@ -115,6 +115,7 @@ def _worker_main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--collection", default="source_configs")
     parser.add_argument("--name", default="bench")
     parser.add_argument("--ready-timeout", type=float, default=60.0)
+    parser.add_argument("--report", required=True, help="file to write the final report to")
     args = parser.parse_args(argv)
     if args.kind == "ours":
         from shared.telemetry import configure_logging
@@ -125,8 +126,13 @@ def _worker_main(argv: Sequence[str] | None = None) -> None:
 
         uvloop.install()
     result = asyncio.run(_host(args))
-    sys.stdout.write(orjson.dumps(result).decode() + "\n")
-    sys.stdout.flush()
+    # The report can be megabytes: it goes to a file (a long line on a pipe was seen cut
+    # short at exit), and stdout only says it is complete.
+    report = Path(args.report)
+    partial = report.with_suffix(".partial")
+    partial.write_bytes(orjson.dumps(result))
+    partial.replace(report)
+    print("DONE", flush=True)
 
 
 # --------------------------------------------------------------------------- parent side
@@ -145,6 +151,8 @@ class WorkerSet:
         for n, count in enumerate(counts):
             index = base + n
             log_path = self._log_dir / f"worker-{kind}-{index}.log"
+            report = log_path.with_suffix(".json")
+            report.unlink(missing_ok=True)
             argv = [
                 sys.executable,
                 "-m",
@@ -155,6 +163,8 @@ class WorkerSet:
                 str(count),
                 "--name",
                 f"{kind}{index}",
+                "--report",
+                str(report),
             ]
             for key, value in options.items():
                 argv += [f"--{key.replace('_', '-')}", value]
@@ -165,7 +175,6 @@ class WorkerSet:
                     stdin=asyncio.subprocess.PIPE,
                     stdout=asyncio.subprocess.PIPE,
                     stderr=err,
-                    limit=256 * 1024 * 1024,  # the final JSON report is one long line
                 )
             finally:
                 err.close()  # the child has its own descriptor
@@ -203,12 +212,13 @@ class WorkerSet:
             async with asyncio.timeout(within_s):
                 line = await proc.stdout.readline()
                 await proc.wait()
-            if proc.returncode != 0 or not line:
+            report = log_path.with_suffix(".json")
+            if proc.returncode != 0 or line.strip() != b"DONE" or not report.exists():
                 raise BenchError(
-                    f"replica worker failed (status {proc.returncode}); log {log_path}:\n"
-                    f"{tail(log_path)}"
+                    f"replica worker failed (status {proc.returncode}, said {line[:80]!r}); "
+                    f"log {log_path}:\n{tail(log_path)}"
                 )
-            replicas.extend(orjson.loads(line)["replicas"])
+            replicas.extend(orjson.loads(report.read_bytes())["replicas"])
         self._procs.clear()
         return replicas
 
