@@ -197,22 +197,29 @@ class ConfigCache:
         if container is not None:
             self._negative_containers.pop(container, None)
 
-    def apply_delete(self, key: str) -> None:
-        """A message says ``key`` is gone."""
-        self._note_change(key)
-        self._snap.remove(key)
-        self.invalidations["delete"] += 1
+    def apply_delete(self, key: str | None, doc_id: object = None) -> None:
+        """A message says a document is gone: by ``_id`` when given, else by ``key``.
 
-    def apply_delete_id(self, doc_id: object) -> None:
-        """A message says the document with this ``_id`` is gone (its key was not named)."""
-        key = self._snap.key_for_id(doc_id)
-        if key is not None:
-            self.apply_delete(key)
-        elif self._in_flight:
-            # Not cached, but a miss read running now may be fetching it under a key we
-            # cannot name: let every read in flight answer without installing.
-            self._tick += 1
-            self._reload_tick = self._tick
+        With an ``_id`` the document is removed wherever it is cached, and an entry at
+        ``key`` that holds another document is left alone (see
+        :meth:`Snapshot.remove_document`).
+        """
+        if doc_id is None:
+            if key is None:
+                raise ValueError("a delete needs a key or a document _id")
+            self._note_change(key)
+            self._snap.remove(key)
+        else:
+            holder = self._snap.key_for_id(doc_id)
+            for name in (key, holder):
+                if name is not None:
+                    self._note_change(name)
+            if self._snap.remove_document(key, doc_id) is None and self._in_flight:
+                # Not cached, but a miss read running now may be fetching it under a key
+                # we cannot name: let every read in flight answer without installing.
+                self._tick += 1
+                self._reload_tick = self._tick
+        self.invalidations["delete"] += 1
 
     def install(self, snapshot: Snapshot, *, fresh_at: float) -> None:
         """Serve ``snapshot`` from now on (one assignment); forget every remembered answer."""

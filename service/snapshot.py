@@ -76,6 +76,25 @@ class Snapshot:
         self._unindex(key, old)
         return True
 
+    def remove_document(self, key: str | None, doc_id: Any) -> str | None:
+        """Drop the document with this ``_id`` wherever it is cached; the key it had.
+
+        A delete that names both a key and an ``_id`` removes the *document*: if ``key``
+        now holds another document (the key was reused after a rename the watcher did not
+        see), that entry stays. Only a document without an ``_id`` at ``key`` is removed
+        by key alone.
+        """
+        holder = self.key_for_id(doc_id)
+        if holder is not None:
+            self.remove(holder)
+            return holder
+        if key is not None:
+            doc = self.by_key.get(key)
+            if doc is not None and "_id" not in doc:
+                self.remove(key)
+                return key
+        return None
+
     def key_for_id(self, doc_id: Any) -> str | None:
         """The key under which the document with this ``_id`` is cached, if it is."""
         return self.by_id.get(id_token(doc_id))

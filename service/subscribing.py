@@ -287,10 +287,7 @@ class Subscriber:
         ):
             return
         if message.kind == "delete":
-            if message.key is not None:
-                self._cache.apply_delete(message.key)
-            else:
-                self._cache.apply_delete_id(message.doc_id)
+            self._cache.apply_delete(message.key, message.doc_id)
         elif message.kind == "upsert" and message.doc is not None and message.key is not None:
             self._cache.apply_upsert(message.key, message.doc)
 
@@ -382,18 +379,19 @@ class Subscriber:
             self._publish_position()
 
     async def _apply(self, message: Message, snapshot: Snapshot | None) -> None:
-        key = message.key
-        if key is None:  # a delete naming only the _id (Message guarantees one of the two)
-            if snapshot is not None:
-                named = snapshot.key_for_id(message.doc_id)
-                if named is not None:
-                    snapshot.remove(named)
-            else:
-                self._cache.apply_delete_id(message.doc_id)
-            log.debug("applied", seq=message.seq, epoch=message.epoch, kind="delete_by_id")
+        key, doc_id = message.key, message.doc_id
+        if message.kind == "delete":
+            if snapshot is None:
+                self._cache.apply_delete(key, doc_id)
+            elif doc_id is not None:
+                snapshot.remove_document(key, doc_id)
+            elif key is not None:
+                snapshot.remove(key)
+            log.debug("applied", seq=message.seq, epoch=message.epoch, key=key, kind="delete")
             return
+        assert key is not None  # Message guarantees a key for upserts
         doc, reason = message.doc, "upsert"
-        if message.kind == "upsert" and message.refetch:
+        if message.refetch:
             doc, reason = await self._store.find_by_key(key), "refetch"
         if snapshot is not None:
             if doc is None:

@@ -115,7 +115,7 @@ class Translator:
         previous = self._known(doc_id)
         out: list[Draft] = []
         if previous is not None and previous != key:
-            out.append(Draft("delete", op, key=previous, cluster_time=cluster_time))
+            out.append(Draft("delete", op, key=previous, cluster_time=cluster_time, doc_id=doc_id))
         if key is None:
             self.keys.forget(doc_id)
             self._skip(op, "no_key")

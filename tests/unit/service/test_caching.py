@@ -330,8 +330,8 @@ def test_delete_by_id_removes_whatever_key_holds_the_document() -> None:
     clock, store = FakeClock(), FakeStore()
     cache = make_cache(store, clock)
     warm(cache, clock, {**config("a", "c1"), "_id": "x1"}, {**config("b", "c1"), "_id": "x2"})
-    cache.apply_delete_id("x1")
-    cache.apply_delete_id("unknown")  # not cached: nothing to do, nothing raised
+    cache.apply_delete(None, "x1")
+    cache.apply_delete(None, "unknown")  # not cached: nothing to do, nothing raised
     assert cache.peek("a") is None and cache.peek("b") is not None
     assert cache.snapshot.key_for_id("x1") is None
 
@@ -344,7 +344,20 @@ async def test_delete_by_unknown_id_stops_reads_in_flight_from_installing() -> N
     store.gate = asyncio.Event()
     lookup = asyncio.create_task(cache.get_config_by_source_id("k"))
     await store.entered.wait()
-    cache.apply_delete_id("gone")
+    cache.apply_delete(None, "gone")
     store.gate.set()
     assert (await lookup) is not None  # answered from what it read...
     assert cache.snapshot.by_key.get("k") is None  # ...but not installed
+
+
+def test_delete_of_a_document_spares_a_reused_key_holding_another_document() -> None:
+    """A delete naming key k and document X leaves k alone when k now holds document Y."""
+    clock, store = FakeClock(), FakeStore()
+    cache = make_cache(store, clock)
+    warm(cache, clock, {**config("k1", "c1"), "_id": "X"})
+    cache.apply_upsert("k1", {**config("k1", "c1"), "_id": "Y"})  # Y took k1; X's entry gone
+    cache.apply_delete("k1", "X")  # the watcher's stale map still says X was k1
+    held = cache.peek("k1")
+    assert held is not None and held["_id"] == "Y"
+    cache.apply_delete("k1", "Y")
+    assert cache.peek("k1") is None

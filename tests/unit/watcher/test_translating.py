@@ -77,6 +77,7 @@ def test_a_changed_key_deletes_the_old_key_first() -> None:
     t.drafts(change("insert", 1, {"_id": 1, "source_id": "old"}))
     drafts = t.drafts(change("update", 1, {"_id": 1, "source_id": "new"}))
     assert [(d.kind, d.key) for d in drafts] == [("delete", "old"), ("upsert", "new")]
+    assert [d.doc_id for d in drafts] == [1, 1]  # replicas delete the document, not the key
 
 
 def test_a_document_without_a_string_key_is_skipped_with_a_log_line_and_a_count() -> None:
