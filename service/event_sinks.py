@@ -15,11 +15,11 @@ from typing import Any, Final, Protocol
 
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 from redis.typing import EncodableT, FieldT
 
 from service.errors import EventSinkUnavailable
 from service.event_schemas import DEAD_LETTER_REASONS
+from shared.clients import REDIS_DOWN_ERRORS
 from shared.keys import Keys
 
 OUTCOMES: Final = ("accepted", "dead_lettered", "validation")
@@ -108,7 +108,7 @@ class RedisEventSink:
                 for entry in batch:
                     pipe.xadd(entry.stream, entry.fields, maxlen=self._maxlen, approximate=True)
                 results = await pipe.execute(raise_on_error=False)
-        except (RedisError, OSError) as e:
+        except REDIS_DOWN_ERRORS as e:
             _fail(batch, EventSinkUnavailable(f"XADD of {len(batch)} event(s) failed: {e}"))
             return
         for entry, result in zip(batch, results, strict=True):

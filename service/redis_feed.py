@@ -18,10 +18,10 @@ from typing import Any
 
 import redis.asyncio as aioredis
 import structlog
-from redis.exceptions import RedisError
 
 from service.errors import FeedLost
 from service.feed import SUBSCRIBED
+from shared.clients import REDIS_DOWN_ERRORS
 from shared.keys import Keys
 
 log = structlog.get_logger("service.redis_feed")
@@ -52,7 +52,7 @@ class RedisFeed:
             raise FeedLost(
                 f"redis did not confirm SUBSCRIBE {channel} within {self._confirm_timeout_s}s"
             ) from e
-        except (RedisError, OSError) as e:
+        except REDIS_DOWN_ERRORS as e:
             raise FeedLost(f"cannot subscribe to {channel}: {e}") from e
 
     async def receive(self, wait_s: float) -> bytes | str | None:
@@ -61,7 +61,7 @@ class RedisFeed:
             raise FeedLost("not subscribed")
         try:
             reply = await self._pubsub.get_message(timeout=wait_s)
-        except (RedisError, OSError) as e:
+        except REDIS_DOWN_ERRORS as e:
             raise FeedLost(f"pub/sub connection failed: {e}") from e
         if reply is None:
             return None
@@ -79,7 +79,7 @@ class RedisFeed:
         """``({ns}:seq or 0, {ns}:epoch or None)``, read in one MGET."""
         try:
             raw_seq, raw_epoch = await self._redis.mget([self._keys.seq, self._keys.epoch])
-        except (RedisError, OSError) as e:
+        except REDIS_DOWN_ERRORS as e:
             raise FeedLost(f"cannot read {self._keys.seq}: {e}") from e
         seq = _as_int(raw_seq, self._keys.seq)
         return (seq or 0), _as_int(raw_epoch, self._keys.epoch)
@@ -91,7 +91,7 @@ class RedisFeed:
             return
         try:
             await pubsub.aclose()
-        except (RedisError, OSError) as e:
+        except REDIS_DOWN_ERRORS as e:
             log.debug("closing the pub/sub connection failed", error=str(e))
 
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 import structlog
-from redis.exceptions import RedisError
 
+from shared.clients import REDIS_DOWN_ERRORS
 from shared.keys import Keys
 from shared.status import ReplicaStatus, status_ttl_seconds
 
@@ -64,7 +64,7 @@ class ReplicaStatusWriter:
                 pipe.hset(self._key, mapping=status.to_hash())  # type: ignore[arg-type]
                 pipe.expire(self._key, self._ttl_s)
                 await pipe.execute()
-        except (RedisError, OSError) as e:
+        except REDIS_DOWN_ERRORS as e:
             self.failures += 1
             if not self._failing:
                 log.warning("cannot write the replica heartbeat", key=self._key, error=str(e))
@@ -81,5 +81,5 @@ class ReplicaStatusWriter:
         try:
             async with asyncio.timeout(within_s):
                 await self._redis.delete(self._key)
-        except (RedisError, OSError) as e:  # TimeoutError is an OSError
+        except REDIS_DOWN_ERRORS as e:  # TimeoutError is an OSError
             log.info("heartbeat hash left to expire", key=self._key, error=str(e) or repr(e))

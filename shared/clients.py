@@ -8,12 +8,19 @@ connect/read timeouts, so a dead or hung Redis surfaces as an error instead of a
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 import redis.asyncio as aioredis
 from pymongo import AsyncMongoClient
+from redis.exceptions import RedisError
 
 from shared.settings import MongoSettings, RedisSettings
+
+#: What a Redis call raises when its connection is gone or unusable: redis-py's errors,
+#: OS-level socket errors, and ``RuntimeError`` -- under uvloop (which uvicorn uses), a
+#: reconnect racing a closed transport raises "unable to perform operation on
+#: <TCPTransport closed=True ...>" from inside redis-py. Adapters catch exactly these.
+REDIS_DOWN_ERRORS: Final = (RedisError, OSError, RuntimeError)
 
 #: Options under which a document read from MongoDB equals its message-decoded twin.
 MONGO_DOCUMENT_OPTIONS: dict[str, Any] = {"uuidRepresentation": "standard", "tz_aware": False}

@@ -1,0 +1,61 @@
+"""RedisFeed turns every way a Redis connection can break into FeedLost, never a crash."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from service.errors import FeedLost
+from service.redis_feed import RedisFeed
+from shared.keys import Keys
+
+# What uvloop raises from inside redis-py when a reconnect races a closed transport.
+CLOSED_TRANSPORT = RuntimeError(
+    "unable to perform operation on <TCPTransport closed=True reading=False>; the handler is closed"
+)
+
+
+class BrokenPubSub:
+    """A pub/sub that confirms the subscription, then fails every read with ``error``."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+        self.confirmed = False
+
+    async def subscribe(self, channel: str) -> None:
+        return None
+
+    async def get_message(self, timeout: float) -> dict[str, Any] | None:  # noqa: ASYNC109 - mirrors redis-py
+        if not self.confirmed:
+            self.confirmed = True
+            return {"type": "subscribe"}
+        raise self.error
+
+    async def aclose(self) -> None:
+        return None
+
+
+class BrokenRedis:
+    """A Redis client whose pub/sub and GETs fail with ``error``."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def pubsub(self) -> BrokenPubSub:
+        return BrokenPubSub(self.error)
+
+    async def mget(self, *keys: str) -> list[Any]:
+        raise self.error
+
+
+@pytest.mark.parametrize("error", [CLOSED_TRANSPORT, RedisConnectionError("reset"), OSError(104)])
+async def test_broken_connection_is_feed_lost(error: BaseException) -> None:
+    """A read or position lookup that fails in any of these ways raises FeedLost."""
+    feed = RedisFeed(BrokenRedis(error), Keys("t"), confirm_timeout_s=1.0)  # type: ignore[arg-type]
+    await feed.open()
+    with pytest.raises(FeedLost):
+        await feed.receive(0.01)
+    with pytest.raises(FeedLost):
+        await feed.position()
