@@ -146,9 +146,8 @@ class ConfigCache:
 
     async def get_config_by_source_id(self, source_id: str) -> Doc | None:
         """The config for ``source_id``, or ``None`` once MongoDB confirmed it is unknown."""
-        hit = self._live_by_key.get(source_id)
+        hit = self.peek(source_id)
         if hit is not None:
-            self.hits += 1
             return hit
         doc = self._snap.by_key.get(source_id)
         if doc is not None:
