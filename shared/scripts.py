@@ -51,9 +51,11 @@ return 1
 """
 )
 
-#: KEYS: leader, epoch, seq. ARGV: instance id, epoch, channel, body (JSON object without
-#: seq), "1" to take the next seq or "0" to repeat the current one (heartbeat).
-#: Returns {seq, receivers}, or -1 when fenced out.
+#: KEYS: leader, epoch, seq, term. ARGV: instance id, epoch, channel, body (JSON object
+#: without seq), "1" to take the next seq or "0" to repeat the current one (heartbeat),
+#: term id. Records the term id next to seq (replicas read both in one MGET at start-up, so
+#: they know which term their starting seq belongs to). Returns {seq, receivers}, or -1
+#: when fenced out.
 PUBLISH: Final = (
     _FENCE
     + """
@@ -63,6 +65,7 @@ if ARGV[5] == '1' then
 else
   seq = tonumber(redis.call('GET', KEYS[3]) or '0')
 end
+if ARGV[6] then redis.call('SET', KEYS[4], ARGV[6]) end
 local body = ARGV[4]
 local msg = '{"seq":' .. string.format('%d', seq) .. ',' .. string.sub(body, 2)
 local receivers = redis.call('PUBLISH', ARGV[3], msg)

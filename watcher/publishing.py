@@ -46,11 +46,12 @@ _SEQ_ROOM: Final = 32
 class Channel(Protocol):
     """The fenced publish port (Redis in production, a list in unit tests)."""
 
-    async def publish(self, body: bytes, *, epoch: int, incr: bool) -> int:
+    async def publish(self, body: bytes, *, epoch: int, incr: bool, term_id: str = "") -> int:
         """Publish ``body`` (JSON without seq) as term ``epoch``; returns the seq used.
 
         ``incr`` takes the next seq; otherwise the current one is repeated (heartbeat).
-        Raises :class:`FencedOut` when the lease is not ours, :class:`StoreUnavailable`.
+        ``term_id`` is recorded next to ``{ns}:seq``. Raises :class:`FencedOut` when the
+        lease is not ours, :class:`StoreUnavailable`.
         """
         ...
 
@@ -59,14 +60,15 @@ class RedisChannel:
     """:class:`Channel` through ``shared.scripts.PUBLISH`` on ``{ns}:invalidations``."""
 
     def __init__(self, redis: aioredis.Redis, keys: Keys, instance_id: str) -> None:
-        self._keys = [keys.leader, keys.epoch, keys.seq]
+        self._keys = [keys.leader, keys.epoch, keys.seq, keys.term]
         self._channel = keys.invalidations
         self._id = instance_id
         self._script = redis.register_script(PUBLISH)
 
-    async def publish(self, body: bytes, *, epoch: int, incr: bool) -> int:
+    async def publish(self, body: bytes, *, epoch: int, incr: bool, term_id: str = "") -> int:
         """Run the script; the seq it assigned (or repeated)."""
-        args: list[str | int | bytes] = [self._id, epoch, self._channel, body, "1" if incr else "0"]
+        take = "1" if incr else "0"
+        args: list[str | int | bytes] = [self._id, epoch, self._channel, body, take, term_id]
         try:
             result = await self._script(keys=self._keys, args=args)
         except RedisError as e:
@@ -99,16 +101,20 @@ class Publisher:
         self._histogram = histogram
         self._hmac_key = hmac_key
         self._max_bytes = max_message_bytes
-        #: ``cluster_time`` of the last change published (carried by heartbeats).
+        #: ``cluster_time`` / ``ct`` of the last change published (carried by heartbeats).
         self.last_cluster_time: float | None = None
+        self.last_ct: tuple[int, int] | None = None
         #: The last seq this publisher was given by the script.
         self.last_seq: int | None = None
 
-    def _body(self, draft: Draft, epoch: int) -> bytes:
+    def _body(self, draft: Draft, term: Term) -> bytes:
+        epoch = term.epoch
         message = Message(
             kind=draft.kind,
             seq=0,
             epoch=epoch,
+            term=term.term_id,
+            ct=draft.ct,
             key=draft.key,
             doc=draft.doc,
             op=draft.op,
@@ -131,6 +137,8 @@ class Publisher:
             kind="upsert",
             seq=0,
             epoch=epoch,
+            term=term.term_id,
+            ct=draft.ct,
             key=draft.key,
             op=draft.op,
             cluster_time=draft.cluster_time,
@@ -143,10 +151,12 @@ class Publisher:
     async def send(self, draft: Draft, term: Term) -> int:
         """Publish ``draft`` in ``term``; its seq. Raises :class:`NotLeader`/``FencedOut``."""
         self._leadership.ensure(term)
-        body = self._body(draft, term.epoch)
+        body = self._body(draft, term)
         started = time.perf_counter()
         try:
-            seq = await self._channel.publish(body, epoch=term.epoch, incr=True)
+            seq = await self._channel.publish(
+                body, epoch=term.epoch, incr=True, term_id=term.term_id
+            )
         except FencedOut:
             self._stats.fenced += 1
             raise
@@ -160,6 +170,8 @@ class Publisher:
             self._stats.events[draft.op or draft.kind] += 1
             if draft.cluster_time is not None:
                 self.last_cluster_time = draft.cluster_time
+            if draft.ct is not None:
+                self.last_ct = draft.ct
             log.debug("published", seq=seq, epoch=term.epoch, kind=draft.kind, key=draft.key)
         return seq
 
@@ -170,12 +182,17 @@ class Publisher:
             kind="heartbeat",
             seq=0,
             epoch=term.epoch,
+            term=term.term_id,
             cluster_time=self.last_cluster_time,
+            ct=self.last_ct,
             published_at=self._clock.wall(),
         )
         try:
             seq = await self._channel.publish(
-                encode_body(message, hmac_key=self._hmac_key), epoch=term.epoch, incr=False
+                encode_body(message, hmac_key=self._hmac_key),
+                epoch=term.epoch,
+                incr=False,
+                term_id=term.term_id,
             )
         except FencedOut:
             self._stats.fenced += 1

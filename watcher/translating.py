@@ -15,8 +15,9 @@ Invariants:
 * insert/update/replace carry the post-image (``fullDocument``, looked up by the server);
   an update whose lookup found nothing means the document is gone: ``delete``.
 
-``cluster_time`` in messages is :func:`cluster_seconds` of the event's ``clusterTime``:
-``Timestamp.time + Timestamp.inc × 1e-6``. It is for humans and lag, not an ordering key.
+``ct`` in messages is the event's exact ``clusterTime`` as ``(time, inc)``
+(:func:`cluster_ts`): replicas order versions of one document by it. ``cluster_time`` is
+:func:`cluster_seconds` of the same Timestamp (``time + inc × 1e-6``), for humans and lag.
 """
 
 from __future__ import annotations
@@ -45,6 +46,13 @@ def cluster_seconds(value: object) -> float | None:
     return None
 
 
+def cluster_ts(value: object) -> tuple[int, int] | None:
+    """A BSON ``Timestamp`` as the exact ``(time, inc)`` pair; None otherwise."""
+    if isinstance(value, Timestamp):
+        return (value.time, value.inc)
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class Draft:
     """A message before the publisher stamps epoch, time and (in Redis) seq."""
@@ -56,6 +64,7 @@ class Draft:
     cluster_time: float | None = None
     reason: str | None = None
     doc_id: Any = None
+    ct: tuple[int, int] | None = None
 
 
 def resync(reason: str, *, op: str | None = None) -> Draft:
@@ -97,6 +106,7 @@ class Translator:
         """Drafts for ``change``; restart events are the follower's job, not this one's."""
         op = str(change.get("operationType"))
         cluster_time = cluster_seconds(change.get("clusterTime"))
+        ct = cluster_ts(change.get("clusterTime"))
         doc_key = change.get("documentKey")
         has_id = isinstance(doc_key, Mapping) and "_id" in doc_key
         doc_id = doc_key["_id"] if isinstance(doc_key, Mapping) and has_id else None
@@ -108,23 +118,33 @@ class Translator:
         if op == "delete" or doc is None:
             # delete, or an update/replace whose post-image lookup found nothing: gone.
             key = self._forget(doc_id) if op == "delete" else self._known(doc_id)
-            return [Draft("delete", op, key=key, cluster_time=cluster_time, doc_id=doc_id)]
+            return [Draft("delete", op, key=key, cluster_time=cluster_time, ct=ct, doc_id=doc_id)]
         if not isinstance(doc, Mapping):
             return self._skip(op, "bad_full_document")
         key = key_of(doc, self._key_field)
         previous = self._known(doc_id)
         out: list[Draft] = []
         if previous is not None and previous != key:
-            out.append(Draft("delete", op, key=previous, cluster_time=cluster_time, doc_id=doc_id))
+            out.append(
+                Draft("delete", op, key=previous, cluster_time=cluster_time, ct=ct, doc_id=doc_id)
+            )
         if key is None:
             self.keys.forget(doc_id)
             self._skip(op, "no_key")
             if previous is None:  # the replicas may still hold it under its old key
-                out.append(Draft("delete", op, cluster_time=cluster_time, doc_id=doc_id))
+                out.append(Draft("delete", op, cluster_time=cluster_time, ct=ct, doc_id=doc_id))
             return out
         self.keys.learn(doc_id, key)
         out.append(
-            Draft("upsert", op, key=key, doc=dict(doc), cluster_time=cluster_time, doc_id=doc_id)
+            Draft(
+                "upsert",
+                op,
+                key=key,
+                doc=dict(doc),
+                cluster_time=cluster_time,
+                ct=ct,
+                doc_id=doc_id,
+            )
         )
         return out
 

@@ -141,7 +141,7 @@ class FakeChannel:
     def __init__(self, redis: FakeRedis, instance_id: str) -> None:
         self.redis, self.id = redis, instance_id
 
-    async def publish(self, body: bytes, *, epoch: int, incr: bool) -> int:
+    async def publish(self, body: bytes, *, epoch: int, incr: bool, term_id: str = "") -> int:
         await self.redis.call()
         if self.redis.fenced(self.id, epoch):
             raise FencedOut("fake fence")
