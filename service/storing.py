@@ -43,12 +43,20 @@ class ConfigStore(Protocol):
         """Every document whose ``ingestion.landing_container`` equals ``container``."""
         ...
 
+    async def read_time(self) -> tuple[int, int] | None:
+        """A majority-committed cluster time ``(t, i)`` now, or None if the server has none.
+
+        A load that starts after this call reflects every change of an older cluster time.
+        """
+        ...
+
 
 class MongoConfigStore:
     """:class:`ConfigStore` on an ``AsyncMongoClient`` (majority reads, primary)."""
 
     def __init__(self, client: AsyncMongoClient[Any], *, settings: MongoSettings) -> None:
         self._key_field = settings.key_field
+        self._client = client
         self._collection = client[settings.database].get_collection(
             settings.collection,
             read_concern=ReadConcern("majority"),
@@ -77,3 +85,18 @@ class MongoConfigStore:
             return [doc async for doc in self._collection.find({CONTAINER_FIELD: container})]
         except (PyMongoError, BSONError) as e:
             raise StoreError(f"reading {CONTAINER_FIELD}={container!r} failed: {e}") from e
+
+    async def read_time(self) -> tuple[int, int] | None:
+        """The ``operationTime`` of a majority read: every change before it is visible.
+
+        MongoDB answers a read with read concern ``majority`` from the majority-committed
+        snapshot and reports that snapshot's time as ``operationTime`` (replica sets,
+        3.6+); the session records it. A load started afterwards is at least that new.
+        """
+        try:
+            async with self._client.start_session(causal_consistency=False) as session:
+                await self._collection.find_one({}, projection={"_id": 1}, session=session)
+                ts = session.operation_time
+        except (PyMongoError, BSONError) as e:
+            raise StoreError(f"reading the cluster time of {self._where} failed: {e}") from e
+        return None if ts is None else (ts.time, ts.inc)

@@ -46,12 +46,15 @@ _SEQ_ROOM: Final = 32
 class Channel(Protocol):
     """The fenced publish port (Redis in production, a list in unit tests)."""
 
-    async def publish(self, body: bytes, *, epoch: int, incr: bool, term_id: str = "") -> int:
+    async def publish(
+        self, body: bytes, *, epoch: int, incr: bool, term_id: str = "", floor: int = 0
+    ) -> int:
         """Publish ``body`` (JSON without seq) as term ``epoch``; returns the seq used.
 
         ``incr`` takes the next seq; otherwise the current one is repeated (heartbeat).
-        ``term_id`` is recorded next to ``{ns}:seq``. Raises :class:`FencedOut` when the
-        lease is not ours, :class:`StoreUnavailable`.
+        ``term_id`` is recorded next to ``{ns}:seq``; a counter found below ``floor`` (the
+        term's last seq: Redis lost writes) is put back to it first. Raises
+        :class:`FencedOut` when the lease is not ours, :class:`StoreUnavailable`.
         """
         ...
 
@@ -65,10 +68,12 @@ class RedisChannel:
         self._id = instance_id
         self._script = redis.register_script(PUBLISH)
 
-    async def publish(self, body: bytes, *, epoch: int, incr: bool, term_id: str = "") -> int:
+    async def publish(
+        self, body: bytes, *, epoch: int, incr: bool, term_id: str = "", floor: int = 0
+    ) -> int:
         """Run the script; the seq it assigned (or repeated)."""
         take = "1" if incr else "0"
-        args: list[str | int | bytes] = [self._id, epoch, self._channel, body, take, term_id]
+        args: list[str | int | bytes] = [self._id, epoch, self._channel, body, take, term_id, floor]
         try:
             result = await self._script(keys=self._keys, args=args)
         except RedisError as e:
@@ -106,6 +111,8 @@ class Publisher:
         self.last_ct: tuple[int, int] | None = None
         #: The last seq this publisher was given by the script.
         self.last_seq: int | None = None
+        #: (term id, last seq of that term): the floor the publish script restores.
+        self._term_seq: tuple[str, int] = ("", 0)
 
     def _body(self, draft: Draft, term: Term) -> bytes:
         epoch = term.epoch
@@ -155,14 +162,14 @@ class Publisher:
         started = time.perf_counter()
         try:
             seq = await self._channel.publish(
-                body, epoch=term.epoch, incr=True, term_id=term.term_id
+                body, epoch=term.epoch, incr=True, term_id=term.term_id, floor=self._floor(term)
             )
         except FencedOut:
             self._stats.fenced += 1
             raise
         if self._histogram is not None:
             self._histogram.record(time.perf_counter() - started)
-        self.last_seq = seq
+        self._note_seq(term, seq)
         if draft.kind == "resync":
             self._stats.resyncs[draft.reason or "unknown"] += 1
             log.warning("resync published", seq=seq, epoch=term.epoch, reason=draft.reason)
@@ -193,12 +200,21 @@ class Publisher:
                 epoch=term.epoch,
                 incr=False,
                 term_id=term.term_id,
+                floor=self._floor(term),
             )
         except FencedOut:
             self._stats.fenced += 1
             raise
-        self.last_seq = seq
+        self._note_seq(term, seq)
         return seq
+
+    def _floor(self, term: Term) -> int:
+        held, seq = self._term_seq
+        return seq if held == term.term_id else 0
+
+    def _note_seq(self, term: Term, seq: int) -> None:
+        self.last_seq = seq
+        self._term_seq = (term.term_id, max(seq, self._floor(term)))
 
 
 async def run_heartbeats(
