@@ -29,68 +29,29 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any
 
 import structlog
 
 from service.applying import Applier
 from service.caching import ConfigCache
-from service.errors import RESYNC_REASONS, FeedLost, ResyncRequired, StoreError
+from service.errors import FeedLost, ResyncRequired, StoreError
 from service.feed import SUBSCRIBED, Feed
 from service.loading import load_buffering
 from service.sequencing import Position, Sequencer, Verdict, digest
 from service.snapshot import Snapshot
 from service.storing import ConfigStore
-from shared.errors import MESSAGE_ERROR_REASONS, MessageError
+from service.subscriber_state import (
+    MAX_SILENT_DOUBLINGS,
+    BadMessageBudget,
+    SubscriberState,
+    backoff_delay,
+)
+from shared.errors import MessageError
 from shared.messages import Message, decode
 
 log = structlog.get_logger("service.subscribing")
-
-#: Longest wait between reconnect attempts while Redis is unreachable.
-MAX_BACKOFF_S: Final = 5.0
-#: Silence doubles the resubscribe delay this many times at most (no watcher running).
-MAX_SILENT_DOUBLINGS: Final = 4
-#: Bad messages reload the cache at most this many times per :data:`BAD_MESSAGE_WINDOW_S`;
-#: beyond that they are only counted (they prove nothing about lost messages: seq does).
-BAD_MESSAGE_RELOADS: Final = 3
-BAD_MESSAGE_WINDOW_S: Final = 60.0
-
-
-def _backoff_delay(failures: int) -> float:
-    """Capped exponential delay before retry number ``failures`` (never overflows)."""
-    return min(MAX_BACKOFF_S, 0.1 * 2.0 ** min(failures - 1, 16))
-
-
-@dataclass
-class SubscriberState:
-    """What the subscriber knows, for health, metrics and the heartbeat hash."""
-
-    subscribed: bool = False
-    redis_ok: bool = True
-    stream_active: bool = False
-    syncing: bool = False
-    #: Why the cache is known to have missed something, until a reload completes.
-    pending_resync: str | None = None
-    last_seq: int | None = None
-    epoch: int | None = None
-    term: str | None = None
-    last_message_at: float | None = None  # unix seconds
-    last_message_mono: float | None = None
-    lag_seconds: float | None = None
-    warmed_at: float | None = None  # unix seconds of the last completed load
-    last_error: str = ""
-    resyncs: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RESYNC_REASONS, 0))
-    rejected: dict[str, int] = field(
-        default_factory=lambda: dict.fromkeys(sorted(MESSAGE_ERROR_REASONS), 0)
-    )
-    duplicates: int = 0
-    #: Full reloads completed after the first load.
-    reloads: int = 0
-    #: Times the subscription was opened again without a reload (silence, reconnect).
-    resubscriptions: int = 0
 
 
 class Subscriber:
@@ -134,7 +95,7 @@ class Subscriber:
         self._seq = Sequencer()
         self._quiet_since = clock()
         self._silent_streak = 0
-        self._bad_reloads: deque[float] = deque()
+        self._bad_budget = BadMessageBudget()
 
     @property
     def ready(self) -> bool:
@@ -187,7 +148,7 @@ class Subscriber:
                     self._loss_known(outcome)
                 if failed:
                     self._failures += 1
-                    await self._sleep(_backoff_delay(self._failures))
+                    await self._sleep(backoff_delay(self._failures))
                 else:
                     self._failures = 0
                     if outcome is not None and outcome != "silent" and self._jitter_s > 0:
@@ -337,7 +298,7 @@ class Subscriber:
                 continue
             message = self._decode_or_none(item)
             if message is None:
-                if self._bad_message_reloads():
+                if self._bad_budget.spend(self._clock()):
                     return "bad_message"
                 continue
             self._alive(message)
@@ -359,16 +320,6 @@ class Subscriber:
                 seq=self._seq.position.seq,
             )
             return None
-
-    def _bad_message_reloads(self) -> bool:
-        """Whether this bad message still earns a reload (a few per window, then none)."""
-        now = self._clock()
-        while self._bad_reloads and now - self._bad_reloads[0] > BAD_MESSAGE_WINDOW_S:
-            self._bad_reloads.popleft()
-        if len(self._bad_reloads) >= BAD_MESSAGE_RELOADS:
-            return False
-        self._bad_reloads.append(now)
-        return True
 
     def _alive(self, message: Message) -> None:
         now = self._clock()
