@@ -32,6 +32,7 @@ from typing import Any, Final, TypeVar
 
 from service.snapshot import Doc, Snapshot, container_of
 from service.storing import ConfigStore
+from shared.documents import key_of
 
 _T = TypeVar("_T")
 
@@ -303,8 +304,8 @@ class ConfigCache:
             return docs  # a reload swapped in meanwhile: answer, install nothing
         fetched: set[str] = set()
         for doc in docs:
-            key = doc.get(self._key_field)
-            if not isinstance(key, str) or not key or container_of(doc) != container:
+            key = key_of(doc, self._key_field)
+            if key is None or container_of(doc) != container:
                 continue
             fetched.add(key)
             if not self._lost_race(key, started):
