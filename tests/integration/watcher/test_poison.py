@@ -19,9 +19,11 @@ from bson.binary import Binary
 from bson.datetime_ms import DatetimeMS
 from pymongo import AsyncMongoClient
 
+from service.errors import StoreError
 from service.event_sinks import IngestCounters
 from service.replica import Replica, run_replica
 from service.storing import MongoConfigStore
+from shared.clients import make_mongo
 from tests.integration.watcher.rig import (
     COLLECTION,
     DB,
@@ -31,6 +33,7 @@ from tests.integration.watcher.rig import (
     settings_for,
 )
 from tests.support.mongo_double import MongoDouble
+from watcher.mongo_source import MongoChangeSource
 
 pytestmark = pytest.mark.integration
 
@@ -128,3 +131,44 @@ async def test_an_int64_id_loaded_by_a_reload_is_deleted_by_a_message(
         await eventually(lambda: cached(r, "marker") is not None)
         assert cached(r, "big") is None
         assert cached(r, "dbl") is None
+
+
+async def test_a_poison_document_stored_before_start_is_skipped_by_the_key_scan(
+    redis_url: str, mongo_double: MongoDouble, coll: Any
+) -> None:
+    """A stored document whose _id does not decode: the start-up scan skips it, the watcher leads."""
+    await coll.insert_one({"_id": BAD_UUID, "source_id": "p"})
+    async with (
+        collecting(redis_url) as seen,
+        run_watcher(settings_for(redis_url, mongo_double.uri, "w1")) as run,
+    ):
+        await eventually(lambda: run.watcher.stats.stream_open and seen.resyncs())
+        await coll.insert_one({"_id": 2, "source_id": "ok"})
+        await eventually(lambda: "ok" in seen.keys())
+        assert not run.task.done()
+        source = run.watcher.follower._source
+        assert isinstance(source, MongoChangeSource) and source.undecodable_scanned == 1
+
+
+async def test_container_reads_leave_the_poison_document_out(
+    mongo_double: MongoDouble, coll: Any
+) -> None:
+    """find_by_container answers with the documents that decode; reading the poison by key fails."""
+    await coll.insert_many(
+        [
+            {"_id": n, "source_id": f"s{n}", "ingestion": {"landing_container": "c"}}
+            for n in range(3)
+        ]
+    )
+    await coll.update_one({"_id": 1}, {"$set": {"blob": BAD_UUID}})
+    settings = settings_for("redis://127.0.0.1:1", mongo_double.uri, "r")
+    client = make_mongo(settings.mongo, appname="test-poison")
+    try:
+        store = MongoConfigStore(client, settings=settings.mongo)
+        found = await store.find_by_container("c")
+        assert sorted(d["source_id"] for d in found) == ["s0", "s2"]
+        assert store.undecodable == 1
+        with pytest.raises(StoreError, match="uuid"):
+            await store.find_by_key("s1")
+    finally:
+        await client.close()
