@@ -136,7 +136,7 @@ async def test_an_int64_id_loaded_by_a_reload_is_deleted_by_a_message(
 async def test_a_poison_document_stored_before_start_is_skipped_by_the_key_scan(
     redis_url: str, mongo_double: MongoDouble, coll: Any
 ) -> None:
-    """A stored document whose _id does not decode: the start-up scan skips it, the watcher leads."""
+    """A stored document whose _id does not decode is skipped by the key scan; the watcher leads."""
     await coll.insert_one({"_id": BAD_UUID, "source_id": "p"})
     async with (
         collecting(redis_url) as seen,
