@@ -9,13 +9,24 @@ reports only majority-committed changes, and a reload must not be ahead of them.
 Invariant: a method returns documents exactly as PyMongo decodes them (see
 :data:`shared.clients.MONGO_DOCUMENT_OPTIONS`) or raises :class:`StoreError`; no PyMongo
 or BSON exception (a stored document PyMongo cannot decode, say) leaves this module.
+Collection reads (:meth:`MongoConfigStore.load_all`, ``find_by_container``) fetch raw
+batches and decode them here, so one document that cannot be decoded (a *poison
+document*: a binary subtype 4 that is not 16 bytes, invalid UTF-8, ...) is logged with
+its ``_id``, counted in :attr:`MongoConfigStore.undecodable` and left out -- the warm-up
+never fails forever on it, exactly as the watcher publishes it as gone. Reading that one
+document by key is a :class:`StoreError` naming it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Final, Protocol
 
+import bson
+import structlog
+from bson.codec_options import CodecOptions
 from bson.errors import BSONError
+from bson.raw_bson import RawBSONDocument
 from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError
 from pymongo.read_concern import ReadConcern
@@ -23,6 +34,8 @@ from pymongo.read_preferences import ReadPreference
 
 from service.errors import StoreError
 from shared.settings import MongoSettings
+
+log = structlog.get_logger("service.storing")
 
 #: The document path of the secondary index (blob container → configs).
 CONTAINER_FIELD: Final = "ingestion.landing_container"
@@ -63,13 +76,45 @@ class MongoConfigStore:
             read_preference=ReadPreference.PRIMARY,
         )
         self._where = f"{settings.database}.{settings.collection}"
+        self._codec: CodecOptions[dict[str, Any]] = self._collection.codec_options.with_options(
+            document_class=dict
+        )
+        self._raw_codec = self._codec.with_options(document_class=RawBSONDocument)
+        #: Documents left out of collection reads because they could not be decoded.
+        self.undecodable = 0
 
     async def load_all(self) -> list[dict[str, Any]]:
-        """Every document, read in batches by the driver."""
+        """Every document that decodes, read in raw batches (poison documents left out)."""
         try:
-            return [doc async for doc in self._collection.find({})]
+            return await self._read_all({})
         except (PyMongoError, BSONError) as e:
             raise StoreError(f"loading {self._where} failed: {e}") from e
+
+    async def _read_all(self, query: Mapping[str, Any]) -> list[dict[str, Any]]:
+        docs: list[dict[str, Any]] = []
+        async with self._collection.find_raw_batches(query) as batches:
+            async for batch in batches:
+                try:
+                    docs += bson.decode_all(batch, self._codec)
+                except Exception:  # some document of this batch does not decode
+                    docs += self._decode_one_by_one(batch)
+        return docs
+
+    def _decode_one_by_one(self, batch: bytes) -> list[dict[str, Any]]:
+        docs: list[dict[str, Any]] = []
+        for raw in bson.decode_all(batch, self._raw_codec):
+            try:
+                docs.append(bson.decode(raw.raw, self._codec))
+            except Exception as e:  # bson raises InvalidBSON, ValueError, ...
+                self.undecodable += 1
+                log.error(
+                    "poison document: undecodable, left out of the cache",
+                    collection=self._where,
+                    _id=_id_of(raw, self._codec),
+                    error=f"{type(e).__name__}: {e}"[:300],
+                    hint="lookups of its key answer 503 until the document is fixed",
+                )
+        return docs
 
     async def find_by_key(self, key: str) -> dict[str, Any] | None:
         """One document by key field (``find_one``)."""
@@ -82,7 +127,7 @@ class MongoConfigStore:
     async def find_by_container(self, container: str) -> list[dict[str, Any]]:
         """Every document landing in ``container``."""
         try:
-            return [doc async for doc in self._collection.find({CONTAINER_FIELD: container})]
+            return await self._read_all({CONTAINER_FIELD: container})
         except (PyMongoError, BSONError) as e:
             raise StoreError(f"reading {CONTAINER_FIELD}={container!r} failed: {e}") from e
 
@@ -95,8 +140,23 @@ class MongoConfigStore:
         """
         try:
             async with self._client.start_session(causal_consistency=False) as session:
-                await self._collection.find_one({}, projection={"_id": 1}, session=session)
+                # Raw batches: no document is decoded, so a poison document cannot fail it.
+                async with self._collection.find_raw_batches(
+                    {}, projection={"_id": 1}, limit=1, session=session
+                ) as batches:
+                    async for _ in batches:
+                        pass
                 ts = session.operation_time
         except (PyMongoError, BSONError) as e:
             raise StoreError(f"reading the cluster time of {self._where} failed: {e}") from e
         return None if ts is None else (ts.time, ts.inc)
+
+
+def _id_of(raw: RawBSONDocument, codec: CodecOptions[dict[str, Any]]) -> str:
+    try:
+        value = raw["_id"]
+        if isinstance(value, RawBSONDocument):
+            value = bson.decode(value.raw, codec)
+        return repr(value)[:200]
+    except Exception:
+        return "(undecodable)"

@@ -25,11 +25,6 @@ BAD_MESSAGE_RELOADS: Final = 3
 BAD_MESSAGE_WINDOW_S: Final = 60.0
 
 
-def backoff_delay(failures: int) -> float:
-    """Capped exponential delay before retry number ``failures`` (never overflows)."""
-    return min(MAX_BACKOFF_S, 0.1 * 2.0 ** min(failures - 1, 16))
-
-
 @dataclass
 class SubscriberState:
     """What the subscriber knows, for health, metrics and the heartbeat hash."""

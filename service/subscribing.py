@@ -43,11 +43,12 @@ from service.sequencing import Position, Sequencer, Verdict, digest
 from service.snapshot import Snapshot
 from service.storing import ConfigStore
 from service.subscriber_state import (
+    MAX_BACKOFF_S,
     MAX_SILENT_DOUBLINGS,
     BadMessageBudget,
     SubscriberState,
-    backoff_delay,
 )
+from shared.backoff import Backoff
 from shared.errors import MessageError
 from shared.messages import Message, decode
 
@@ -73,6 +74,7 @@ class Subscriber:
         wall: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         jitter: Callable[[], float] = random.random,
+        backoff: Backoff | None = None,
     ) -> None:
         self._feed = feed
         self._store = store
@@ -88,7 +90,7 @@ class Subscriber:
         self._wall = wall
         self._sleep = sleep
         self._jitter = jitter
-        self._failures = 0
+        self._backoff = backoff or Backoff(base=0.1, cap=MAX_BACKOFF_S)
         self._store_failed = False
         self.state = SubscriberState()
         self.applier = Applier(cache=cache, store=store)
@@ -147,10 +149,9 @@ class Subscriber:
                 elif outcome is not None:
                     self._loss_known(outcome)
                 if failed:
-                    self._failures += 1
-                    await self._sleep(backoff_delay(self._failures))
+                    await self._sleep(self._backoff.next_delay())
                 else:
-                    self._failures = 0
+                    self._backoff.reset()
                     if outcome is not None and outcome != "silent" and self._jitter_s > 0:
                         await self._sleep(self._jitter() * self._jitter_s)
         finally:

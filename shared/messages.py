@@ -54,7 +54,8 @@ from typing import Any, Final, Literal, cast
 
 import orjson
 from bson import json_util
-from bson.binary import UuidRepresentation
+from bson.binary import UUID_SUBTYPE, Binary, UuidRepresentation
+from bson.codec_options import DatetimeConversion
 from bson.json_util import JSONMode, JSONOptions
 
 from shared.errors import MessageError
@@ -67,7 +68,18 @@ Kind = Literal["upsert", "delete", "resync", "heartbeat"]
 KINDS: Final[frozenset[str]] = frozenset({"upsert", "delete", "resync", "heartbeat"})
 
 EJSON_OPTIONS: Final = JSONOptions(
-    json_mode=JSONMode.RELAXED, tz_aware=False, uuid_representation=UuidRepresentation.STANDARD
+    json_mode=JSONMode.RELAXED,
+    tz_aware=False,
+    uuid_representation=UuidRepresentation.STANDARD,
+    datetime_conversion=DatetimeConversion.DATETIME_AUTO,
+)
+#: Decoding keeps every binary a ``Binary`` (json_util would read subtype 3 as a legacy
+#: UUID, which ``find`` never does); :func:`_as_found` then applies PyMongo's own rule.
+_EJSON_READ_OPTIONS: Final = JSONOptions(
+    json_mode=JSONMode.RELAXED,
+    tz_aware=False,
+    uuid_representation=UuidRepresentation.UNSPECIFIED,
+    datetime_conversion=DatetimeConversion.DATETIME_AUTO,
 )
 _INT64_MIN: Final = -(2**63)
 _INT64_MAX: Final = 2**63 - 1
@@ -126,7 +138,7 @@ def to_ejson(value: Any) -> Any:
         return {str(k): to_ejson(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [to_ejson(v) for v in value]
-    if value is None or isinstance(value, str | bool):
+    if value is None or value.__class__ is str or isinstance(value, bool):
         return value
     if _is_int(value) and _INT64_MIN <= value <= _INT64_MAX:
         return int(value)
@@ -136,14 +148,26 @@ def to_ejson(value: Any) -> Any:
 
 
 def from_ejson(value: Any) -> Any:
-    """Relaxed extended JSON back to the BSON types PyMongo would return."""
+    """Relaxed extended JSON back to the BSON types PyMongo's ``find`` would return.
+
+    That is: the decoding of :data:`shared.clients.MONGO_DOCUMENT_OPTIONS` -- a date
+    outside ``datetime``'s years 1..9999 is a ``DatetimeMS`` (``{"$date": {"$numberLong":
+    ...}}`` on the wire), any other date a naive UTC ``datetime``; binary subtype 4 of 16
+    bytes is a ``UUID``, subtype 0 is ``bytes``, every other binary a ``Binary``.
+    """
     if isinstance(value, dict):
         converted = {k: from_ejson(v) for k, v in value.items()}
         if any(k.startswith("$") for k in converted):
-            return json_util.object_hook(converted, json_options=EJSON_OPTIONS)
+            return _as_found(json_util.object_hook(converted, json_options=_EJSON_READ_OPTIONS))
         return converted
     if isinstance(value, list):
         return [from_ejson(v) for v in value]
+    return value
+
+
+def _as_found(value: Any) -> Any:
+    if isinstance(value, Binary) and value.subtype == UUID_SUBTYPE and len(value) == 16:
+        return value.as_uuid(UuidRepresentation.STANDARD)
     return value
 
 

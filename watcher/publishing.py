@@ -8,7 +8,8 @@ Invariants:
 * Nothing is even attempted once the local lease deadline has passed
   (:meth:`Leadership.ensure`), and a refusal by the fence raises :class:`FencedOut`.
 * A document whose message would exceed the size limit is sent key-only with
-  ``refetch: true`` (replicas read it from MongoDB).
+  ``refetch: true`` (replicas read it from MongoDB); so is a *poison document*, one
+  that cannot be encoded at all (counted, logged with its ``_id``) -- never a crash.
 * Heartbeats repeat the current seq (no increment) and only go out while the change
   stream is live.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Final, Protocol
 
 import redis.asyncio as aioredis
@@ -39,6 +41,9 @@ log = structlog.get_logger("watcher.publishing")
 
 #: Default largest message (bytes) before a document is sent key-only with ``refetch``.
 DEFAULT_MAX_MESSAGE_BYTES: Final = 256 * 1024
+#: What encoding a document into a message raises when it cannot be done (orjson's
+#: ``JSONEncodeError`` -- e.g. nesting deeper than it goes -- is a ``TypeError``).
+_UNENCODABLE: Final = (TypeError, ValueError, OverflowError, RecursionError)
 #: Room kept for the ``"seq":N,`` the script splices in.
 _SEQ_ROOM: Final = 32
 
@@ -130,7 +135,10 @@ class Publisher:
             reason=draft.reason,
             doc_id=draft.doc_id,
         )
-        body = encode_body(message, hmac_key=self._hmac_key)
+        try:
+            body = encode_body(message, hmac_key=self._hmac_key)
+        except _UNENCODABLE as e:  # a poison document: it cannot travel, its key can
+            return self._unencodable(message, e)
         if draft.kind != "upsert" or len(body) + _SEQ_ROOM <= self._max_bytes:
             return body
         self._stats.oversized += 1
@@ -154,6 +162,46 @@ class Publisher:
             doc_id=draft.doc_id,
         )
         return encode_body(slim, hmac_key=self._hmac_key)
+
+    def _unencodable(self, message: Message, error: Exception) -> bytes:
+        """The encode-failure fallback: the same message without what cannot be encoded.
+
+        An upsert goes key-only with ``refetch`` (replicas read the document themselves:
+        they decode BSON, only its JSON form failed); a delete drops its ``_id``; and if
+        even that fails, a ``resync`` (reason ``poison_event``) -- never an exception.
+        """
+        detail = f"{type(error).__name__}: {error}"[:300]
+        self._stats.record_poison("unencodable", message.doc_id, detail)
+        log.error(
+            "poison document: cannot be encoded into a message; sent key-only",
+            kind=message.kind,
+            key=message.key,
+            _id=repr(message.doc_id)[:200],
+            error=detail,
+        )
+        fallbacks: list[Message] = []
+        if message.kind == "upsert":
+            fallbacks.append(replace(message, doc=None, refetch=True))
+            fallbacks.append(replace(message, doc=None, refetch=True, doc_id=None))
+        elif message.kind == "delete" and message.key is not None:
+            fallbacks.append(replace(message, doc_id=None))
+        fallbacks.append(
+            replace(
+                message,
+                kind="resync",
+                key=None,
+                doc=None,
+                doc_id=None,
+                refetch=False,
+                reason="poison_event",
+            )
+        )
+        for slim in fallbacks:
+            try:
+                return encode_body(slim, hmac_key=self._hmac_key)
+            except _UNENCODABLE:
+                continue
+        raise AssertionError("a resync message always encodes")
 
     async def send(self, draft: Draft, term: Term) -> int:
         """Publish ``draft`` in ``term``; its seq. Raises :class:`NotLeader`/``FencedOut``."""

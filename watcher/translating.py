@@ -14,6 +14,14 @@ Invariants:
 * A document that lost its key is deleted by ``_id``.
 * insert/update/replace carry the post-image (``fullDocument``, looked up by the server);
   an update whose lookup found nothing means the document is gone: ``delete``.
+* A *poison document* -- an event the source could not decode (marked
+  :data:`UNDECODABLE`) -- is never skipped and never stops the stream: it is logged with
+  its ``_id``, counted, and published as a delete by ``_id`` (with the key when known).
+  Replicas decode documents with the same codec, so one they were asked to refetch
+  would fail for them too (a failed read, then a full reload, on every replica); a
+  delete by ``_id`` makes each drop whatever it holds for that document, wherever it is
+  cached, and its next lookup reads MongoDB -- never the version before the change.
+  An undecodable event that names no ``_id`` is a ``resync`` (reason ``poison_event``).
 
 ``ct`` in messages is the event's exact ``clusterTime`` as ``(time, inc)``
 (:func:`cluster_ts`): replicas order versions of one document by it. ``cluster_time`` is
@@ -37,6 +45,8 @@ log = structlog.get_logger("watcher.translating")
 
 #: Change kinds that carry (or delete) one document.
 DOCUMENT_OPS: Final = frozenset({"insert", "update", "replace"})
+#: Set (to what went wrong) in a change event the source could not decode in full.
+UNDECODABLE: Final = "scc.undecodable"
 
 
 def cluster_seconds(value: object) -> float | None:
@@ -110,6 +120,9 @@ class Translator:
         doc_key = change.get("documentKey")
         has_id = isinstance(doc_key, Mapping) and "_id" in doc_key
         doc_id = doc_key["_id"] if isinstance(doc_key, Mapping) and has_id else None
+        if UNDECODABLE in change:
+            error = str(change[UNDECODABLE])
+            return self._poison(op, doc_id if has_id else None, error, cluster_time)
         if op not in DOCUMENT_OPS and op != "delete":
             return self._skip(op, "unhandled_op")
         if not has_id:
@@ -147,6 +160,26 @@ class Translator:
             )
         )
         return out
+
+    def _poison(self, op: str, doc_id: Any, error: str, cluster_time: float | None) -> list[Draft]:
+        self._stats.record_poison("undecodable", doc_id, error)
+        if doc_id is None:
+            log.error(
+                "change event undecodable and names no document; publishing resync",
+                op=op,
+                error=error,
+            )
+            return [resync("poison_event", op=op)]
+        key = self._known(doc_id)
+        log.error(
+            "poison document: change event undecodable; published as a delete by _id",
+            op=op,
+            _id=repr(doc_id)[:200],
+            key=key,
+            error=error,
+            hint="replicas drop it and read MongoDB on the next lookup; fix the document",
+        )
+        return [Draft("delete", op, key=key, cluster_time=cluster_time, doc_id=doc_id)]
 
     def _known(self, doc_id: Any) -> str | None:
         if self._key_field == "_id":

@@ -7,11 +7,13 @@ from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
+from tenacity import wait_exponential
 
 from service.caching import ConfigCache
 from service.errors import FeedLost, ResyncRequired, StoreError
 from service.feed import SUBSCRIBED
 from service.subscribing import Subscriber
+from shared.backoff import Backoff
 from shared.messages import Message, encode
 from tests.unit.service.fakes import (
     FakeClock,
@@ -62,6 +64,7 @@ class Rig:
             clock=self.clock,
             sleep=self._sleep,
             jitter=lambda: 0.5,
+            backoff=Backoff(base=0.1, cap=5.0, wait=wait_exponential(multiplier=0.1, max=5.0)),
         )
 
     async def _sleep(self, seconds: float) -> None:
@@ -446,3 +449,13 @@ async def test_garbage_reloads_a_few_times_then_is_only_counted() -> None:
     outcomes = [await rig.sub.follow() for _ in range(4)]
     assert outcomes == ["bad_message", "bad_message", "bad_message", "silent"]
     assert rig.sub.state.rejected["bad_json"] == 50
+
+
+async def test_a_redis_outage_of_any_length_never_ends_the_subscriber() -> None:
+    """2,000 failed reconnects in a row (hours of outage): capped waits, no overflow, no exit."""
+    rig = Rig([config("a")])
+    rig.sub._backoff = Backoff(base=0.1, cap=5.0)  # the production strategy (full jitter)
+    rig.feed.open_failures.extend(FeedLost("refused") for _ in range(2_000))
+    await rig.sub.run(max_cycles=2_001)
+    assert rig.feed.opens == 2_001 and rig.cache.warmed
+    assert len(rig.sleeps) == 2_000 and max(rig.sleeps) <= 5.0
