@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         choices=sorted(BY_NAME),
         metavar="NAME",
-        help="run only these scenarios (default: all eight)",
+        help="run only these scenarios (default: all)",
     )
     parser.add_argument(
         "--seeds", type=int, default=2, help="runs per scenario, seeds S..S+N-1 (default 2)"

@@ -5,7 +5,8 @@ version after a newer one, or a version older than the staleness bound allows, i
 middle of a fault; only a record of what was answered *while it happened* shows that.
 :class:`Reader` runs one named thread per replica (``chaos-reader-r-1`` ...), each with
 its own keep-alive client, reading the keys the writer changes (mostly the most recently
-written ones, some older ones) one request at a time, so the reads of one replica are
+written ones, some older ones, and every round the keys a scenario asked it to watch)
+one request at a time, so the reads of one replica are
 in the order the replica answered them. Each answer becomes a :class:`Read`; the
 verdicts over them are the pure functions of :mod:`tests.chaos.consistency`.
 
@@ -55,12 +56,14 @@ class Reader:
         known: Callable[[], Sequence[str]],
         seed: int,
         skip: Callable[[str], bool] = lambda key: False,
+        focus: Callable[[], Sequence[str]] = tuple,
         pause_s: float = 0.01,
     ) -> None:
         self._replicas = replicas
         self._recent = recent
         self._known = known
         self._skip = skip
+        self._focus = focus
         self._seed = seed
         self._pause_s = pause_s
         self._stop = threading.Event()
@@ -93,7 +96,7 @@ class Reader:
             return list(self.reads)
 
     def _keys(self, rng: random.Random) -> list[str]:
-        keys = self._recent(RECENT)
+        keys = [*self._focus(), *self._recent(RECENT)]
         known = self._known()
         if known:
             keys += [known[rng.randrange(len(known))] for _ in range(OLDER)]

@@ -92,6 +92,8 @@ class Rig:
         self.seq_breaks: list[float] = []
         #: Keys the reader leaves alone (a 15 MiB config read 100 times a second is a benchmark).
         self.unread_keys: set[str] = set()
+        #: Keys the reader asks every replica for in every round (a scenario's probes).
+        self.focus_keys: list[str] = []
         self._started_at = time.monotonic()
         self._started_wall = time.time()
         self._mongo: MongoClient[dict[str, Any]] | None = None
@@ -153,6 +155,7 @@ class Rig:
             known=self.writer.known_keys,
             seed=self.seed,
             skip=self.unread_keys.__contains__,
+            focus=lambda: tuple(self.focus_keys),
         )
         self.reader.start()
         self.sender = EventSender(self.events, pinned=self.profile.pinned, seed=self.seed + 1)
@@ -236,6 +239,20 @@ class Rig:
         if not condition:
             self.result.violations.append(violation)
         return condition
+
+    def write_probe(self, key: str, doc: dict[str, Any] | None = None) -> int:
+        """Upsert probe ``key`` with a fresh rev (the reader watches it); returns the rev."""
+        assert self.writer is not None
+        rev = self.writer.next_rev()
+        body = {"rev": rev, "enabled": True, "ingestion": {"landing_container": f"{key}-c"}}
+        started = time.time()
+        self.collection.replace_one(
+            {self.key_field: key}, with_key({**body, **(doc or {})}, self.key_field, key), True
+        )
+        self.writer.record_write(key, rev, started=started)
+        if key not in self.focus_keys:
+            self.focus_keys.append(key)
+        return rev
 
     def note(self, key: str, value: Any) -> None:
         """Something worth printing with the result (not an invariant)."""
