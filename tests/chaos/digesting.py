@@ -71,7 +71,10 @@ def read_collection(
         elif key in out:
             problems.append(f"two documents share {key_field} {key!r}")
         else:
-            out[key] = canonical(doc)
+            try:
+                out[key] = canonical(doc)
+            except (TypeError, ValueError) as e:  # a value the codec cannot carry
+                problems.append(f"document {key!r} has no extended-JSON form: {e!r:.200}")
     return out, problems
 
 

@@ -34,6 +34,7 @@ from typing import Any, Final
 
 import httpx
 import redis
+from bson.codec_options import DatetimeConversion
 from pymongo import ASCENDING, MongoClient
 from pymongo.collection import Collection
 
@@ -113,8 +114,11 @@ class Rig:
         fleet = self.fleet
         fleet.start_redis()
         fleet.start_mongo()
+        # DATETIME_AUTO: the harness must read back any date MongoDB stores (year 10000).
         self._mongo = MongoClient(
-            fleet.mongo_uri, serverSelectionTimeoutMS=5000, **MONGO_DOCUMENT_OPTIONS
+            fleet.mongo_uri,
+            serverSelectionTimeoutMS=5000,
+            **{**MONGO_DOCUMENT_OPTIONS, "datetime_conversion": DatetimeConversion.DATETIME_AUTO},
         )
         self.collection.create_index([(self.key_field, ASCENDING)], unique=True)
         self.collection.insert_many(
@@ -337,6 +341,9 @@ class Rig:
         assert self.writer is not None and self.observer is not None
         deadline = time.monotonic() + self.profile.converge_timeout_s
         while time.monotonic() < deadline:
+            if not any(child.alive for child in self.fleet.watchers.values()):
+                self.check(False, "every watcher has exited: nothing can publish the marker")
+                return None
             since = self.observer.count()
             rev = self.writer.next_rev()
             self.collection.replace_one(

@@ -20,6 +20,7 @@ from tests.chaos.scenarios import (
     leader_kill,
     leader_pause,
     mongo_faults,
+    poison_documents,
     pubsub_loss,
     read_your_write,
     redis_restart,
@@ -50,6 +51,7 @@ SCENARIOS: tuple[Scenario, ...] = tuple(
         bad_input,
         read_your_write,
         redis_tail_loss,
+        poison_documents,
     )
 )
 BY_NAME: dict[str, Scenario] = {s.name: s for s in SCENARIOS}
