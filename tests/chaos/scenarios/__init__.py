@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from tests.chaos.rig import Rig
 from tests.chaos.scenarios import (
     bad_input,
+    dotted_key,
     leader_kill,
     leader_pause,
     mongo_faults,
@@ -52,6 +53,7 @@ SCENARIOS: tuple[Scenario, ...] = tuple(
         read_your_write,
         redis_tail_loss,
         poison_documents,
+        dotted_key,
     )
 )
 BY_NAME: dict[str, Scenario] = {s.name: s for s in SCENARIOS}
