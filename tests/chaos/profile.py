@@ -68,6 +68,9 @@ class Profile:
     fuzz_examples: int
     #: 8: configs created and immediately sent their first blob event.
     read_your_writes: int
+    #: 12: failed resubscriptions every replica must go through, and the longest outage.
+    redis_outage_reconnects: int
+    redis_outage_max_s: float
     #: Deadline for the fleet to settle after writes stop (a wait, not a speed assertion).
     converge_timeout_s: float
 
@@ -85,6 +88,8 @@ SHORT: Final = Profile(
     bad_payloads=400,
     fuzz_examples=120,
     read_your_writes=50,
+    redis_outage_reconnects=10,
+    redis_outage_max_s=90.0,
     converge_timeout_s=45.0,
 )
 
@@ -101,6 +106,8 @@ LONG: Final = Profile(
     bad_payloads=10_000,
     fuzz_examples=1500,
     read_your_writes=500,
+    redis_outage_reconnects=100,
+    redis_outage_max_s=600.0,
     converge_timeout_s=120.0,
 )
 

@@ -24,6 +24,7 @@ from tests.chaos.scenarios import (
     poison_documents,
     pubsub_loss,
     read_your_write,
+    redis_outage,
     redis_restart,
     redis_tail_loss,
     watchers_down,
@@ -54,6 +55,7 @@ SCENARIOS: tuple[Scenario, ...] = tuple(
         redis_tail_loss,
         poison_documents,
         dotted_key,
+        redis_outage,
     )
 )
 BY_NAME: dict[str, Scenario] = {s.name: s for s in SCENARIOS}
