@@ -309,6 +309,12 @@ class Rig:
         by_reason = delta(now, self._baseline[name], "scc_replica_resyncs_total", "reason")
         return {reason: int(n) for reason, n in by_reason.items() if n}
 
+    def check_no_unproven_reloads(self, after: str) -> None:
+        """No replica reloaded for any reason but a broadcast ``resync`` (nothing was lost)."""
+        for name in self.fleet.replicas:
+            unproven = {r: n for r, n in self.resyncs(name).items() if r != "broadcast"}
+            self.check(not unproven, f"{name} reloaded after {after}: {unproven}")
+
     def baseline(self, name: str) -> Metrics:
         """Replica ``name``'s metrics as scraped when the scenario started."""
         return self._baseline[name]

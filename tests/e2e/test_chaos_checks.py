@@ -1,9 +1,10 @@
-"""Self-tests of the chaos suite's consistency checks: each must report a fake violation.
+"""Self-tests of the chaos suite's checks: each must report a fake violation.
 
-The monotonic-reads and bounded-staleness checks (tests.chaos.consistency) decide whether
-a scenario fails; a check that can never fail would let every defect through. These feed
-them small hand-made histories with and without a violation, and pin the table columns
-and the ``ok`` verdict that the scenario tests assert on.
+The checks -- monotonic reads and bounded staleness (tests.chaos.consistency), channel
+ordering, replica epochs, the digest, metric deltas -- decide whether a scenario fails;
+a check that can never fail would let every defect through. These feed them small
+hand-made histories with and without a violation, and pin the table columns and the
+``ok`` verdict that the scenario tests assert on.
 """
 
 from __future__ import annotations
@@ -12,7 +13,15 @@ import io
 
 from tests.chaos.configs import key_of, with_key
 from tests.chaos.consistency import monotonic_violations, stale_reads
-from tests.chaos.observing import Seen, ordering_violations
+from tests.chaos.digesting import canonical, digest_of
+from tests.chaos.observing import (
+    HealthSample,
+    Seen,
+    _monitor_args,
+    ordering_violations,
+    replica_epoch_violations,
+)
+from tests.chaos.probing import Metrics, delta, parse_metrics
 from tests.chaos.reading import Read
 from tests.chaos.reporting import HEADER, RunResult, print_table
 from tests.chaos.writer import Write
@@ -131,3 +140,70 @@ def test_dotted_key_field_is_stored_and_read_back_nested() -> None:
     assert key_of(doc, "meta.sid") == "k-1"
     assert key_of({"meta": "flat"}, "meta.sid") is None
     assert key_of(with_key({}, "source_id", "k-2"), "source_id") == "k-2"
+
+
+def _seen(
+    seq: int, epoch: int, kind: str = "upsert", *, session: int = 1, run_id: str = "a"
+) -> Seen:
+    return Seen(0.0, 0.0, run_id, session, 10, seq=seq, epoch=epoch, kind=kind)
+
+
+def test_ordering_check_flags_gaps_and_epoch_regressions() -> None:
+    """The channel check reports a skipped seq, a backwards epoch and a heartbeat off the seq."""
+    good = [_seen(1, 1), _seen(1, 1, "heartbeat"), _seen(2, 2), _seen(3, 2, "delete")]
+    assert ordering_violations(good) == []
+    assert ordering_violations([_seen(1, 1), _seen(3, 1)]) == [
+        "seq gap on the channel: 1 then 3 (upsert, epoch 1)"
+    ]
+    assert "epoch went backwards" in ordering_violations([_seen(1, 2), _seen(2, 1)])[0]
+    assert (
+        "heartbeat carries seq 5" in ordering_violations([_seen(1, 1), _seen(5, 1, "heartbeat")])[0]
+    )
+    # A new Redis (run id) or a new subscription session starts the count again.
+    assert (
+        ordering_violations(
+            [_seen(7, 3), _seen(1, 1, run_id="b"), _seen(9, 1, run_id="b", session=2)]
+        )
+        == []
+    )
+
+
+def test_replica_epoch_check_allows_only_redis_resets() -> None:
+    """A replica's epoch may drop only across a recorded Redis reset."""
+    samples = [HealthSample(1.0, "r-1", True, 5, 3), HealthSample(2.0, "r-1", True, 6, 2)]
+    assert replica_epoch_violations(samples, resets=[]) == ["r-1: leader_epoch 3 then 2"]
+    assert replica_epoch_violations(samples, resets=[1.5]) == []
+
+
+def test_monitor_lines_are_parsed_with_escapes() -> None:
+    """MONITOR's quoted arguments (with escaped quotes) come back as the strings sent."""
+    line = '"HSET" "chaos:resume" "token" "{\\"_data\\": \\"82\\"}" "saved_by" "w-1"'
+    assert _monitor_args(line) == (
+        "HSET",
+        "chaos:resume",
+        "token",
+        '{"_data": "82"}',
+        "saved_by",
+        "w-1",
+    )
+
+
+def test_metrics_parse_and_delta_by_label() -> None:
+    """Prometheus text is parsed per series and differences are taken per label value."""
+    before = Metrics(
+        parse_metrics('# HELP x\nscc_x_total{reason="gap"} 1.0\nscc_x_total{reason="silent"} 2.0\n')
+    )
+    after = Metrics(
+        parse_metrics('scc_x_total{reason="gap"} 4.0\nscc_x_total{reason="silent"} 2.0\nscc_y 7\n')
+    )
+    assert delta(after, before, "scc_x_total", "reason") == {"gap": 3.0, "silent": 0.0}
+    assert delta(after, before, "scc_x_total") == 3.0
+    assert after.total("scc_y") == 7.0
+
+
+def test_digest_is_order_free_and_sensitive_to_values() -> None:
+    """Canonical documents ignore field order; any value change changes the digest."""
+    assert canonical({"a": 1, "b": {"c": 2}}) == canonical({"b": {"c": 2}, "a": 1})
+    base = {"k": canonical({"a": 1})}
+    assert digest_of(base) != digest_of({"k": canonical({"a": 2})})
+    assert digest_of(base) != digest_of({**base, "k2": canonical({})})
