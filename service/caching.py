@@ -114,9 +114,14 @@ class ConfigCache:
     def _refresh_live_view(self) -> None:
         self._live_by_key = self._snap.by_key if self._stream_active and self._warmed else {}
 
-    def mark_fresh(self) -> None:
-        """The message stream just confirmed that nothing was missed up to now."""
-        self._fresh_at = self._clock()
+    @property
+    def max_staleness_s(self) -> float:
+        """How old the cache may be before lookups read MongoDB (``SCC_MAX_STALENESS_S``)."""
+        return self._max_staleness_s
+
+    def mark_fresh(self, behind_s: float = 0.0) -> None:
+        """The stream confirmed nothing was missed: the cache is current as of ``behind_s`` ago."""
+        self._fresh_at = self._clock() - max(0.0, behind_s)
 
     def _trusted(self) -> bool:
         if self._stream_active and self._warmed:

@@ -41,6 +41,8 @@ class SubscriberState:
     last_message_at: float | None = None  # unix seconds
     last_message_mono: float | None = None
     lag_seconds: float | None = None
+    #: How far the watcher said its published state trailed, at the last heartbeat.
+    behind_s: float | None = None
     warmed_at: float | None = None  # unix seconds of the last completed load
     last_error: str = ""
     resyncs: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RESYNC_REASONS, 0))

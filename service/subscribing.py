@@ -12,7 +12,10 @@ DESIGN.md rule 2:
 
 Then every message goes through :func:`service.sequencing.decide` (apply, duplicate,
 confirm, or reload and why) and :class:`service.applying.Applier` (never backwards per
-document). Silence, a reconnect or redis-py's own resubscription reload nothing: they
+document). Only heartbeats confirm the cache, and only as of the moment the watcher says
+its published state reached (``behind``): a watcher replaying a backlog after a failover
+keeps the replicas unconfirmed until it has caught up, so lookups read MongoDB meanwhile.
+Silence, a reconnect or redis-py's own resubscription reload nothing: they
 make the stream *inactive* (the cache is no longer confirmed, so lookups read MongoDB once
 it is older than ``SCC_MAX_STALENESS_S``) until the next heartbeat or message proves --
 by its seq and term -- that nothing was lost, or that something was (reload).
@@ -355,19 +358,23 @@ class Subscriber:
             )
         self._publish_position()
         if decision.verdict is Verdict.CONFIRM:
-            self._confirmed(snapshot)
+            self._confirmed(message, snapshot)
             return 0
         if message.kind == "resync":
             raise ResyncRequired("broadcast", message.reason or "")
         await self.applier.apply(message, snapshot)
         log.debug("applied", seq=message.seq, epoch=message.epoch, key=message.key)
-        self._confirmed(snapshot)
         return 1
 
-    def _confirmed(self, snapshot: Snapshot | None) -> None:
-        if snapshot is None and self.state.pending_resync is None:
-            self._cache.mark_fresh()
-            self._set_active(True)
+    def _confirmed(self, heartbeat: Message, snapshot: Snapshot | None) -> None:
+        """A heartbeat at our seq: current as of ``behind`` seconds ago (a replaying watcher
+        trails real time); live only while that is well inside the staleness bound."""
+        if snapshot is not None or self.state.pending_resync is not None:
+            return
+        behind = heartbeat.behind or 0.0
+        self.state.behind_s = behind
+        self._cache.mark_fresh(behind)
+        self._set_active(behind <= self._cache.max_staleness_s / 2)
 
     def _publish_position(self) -> None:
         pos = self._seq.position

@@ -4,7 +4,7 @@ Wire form (DESIGN.md)::
 
     {"v":1, "seq":int, "epoch":int, "term":str, "kind":"upsert"|"delete"|"resync"|"heartbeat",
      "key":str|null, "doc":object|null, "op":str|null, "cluster_time":float|null,
-     "ct":[t,i]|null, "published_at":float, "refetch":bool, "reason":str|null,
+     "ct":[t,i]|null, "behind":float|null, "published_at":float, "refetch":bool, "reason":str|null,
      "id":any|null, "sig":hex (optional)}
 
 ``term`` is the leader term id, drawn at random when the lease is acquired: ``seq`` is a
@@ -12,7 +12,10 @@ counter *within* a term, and a replica told apart two terms that share an epoch 
 (Redis lost the ``INCR``) by it. ``ct`` is the change event's exact ``clusterTime`` (the
 BSON Timestamp as ``[seconds, increment]``): the per-document ordering key replicas use so
 that a replay can never move a config backwards; heartbeats repeat the last change's.
-``cluster_time`` is the same instant as float seconds, for humans and lag only. Both new
+``cluster_time`` is the same instant as float seconds, for humans and lag only. A
+heartbeat's ``behind`` says how many seconds the published state trails real time (the
+watcher may be replaying a backlog after a failover): a replica counts its cache as
+current only as of ``now - behind``. Both new
 fields are optional on decode (``term`` reads as ``""``, ``ct`` as null) so messages of an
 older watcher still decode during a rolling upgrade.
 
@@ -102,6 +105,7 @@ class Message:
     doc_id: Any = None
     term: str = ""
     ct: tuple[int, int] | None = None
+    behind: float | None = None
 
     def __post_init__(self) -> None:
         _check_shape(self)
@@ -193,6 +197,7 @@ def encode_body(message: Message, *, hmac_key: bytes | None = None) -> bytes:
         "op": message.op,
         "cluster_time": message.cluster_time,
         "ct": None if message.ct is None else list(message.ct),
+        "behind": message.behind,
         "published_at": message.published_at,
         "refetch": message.refetch,
         "reason": message.reason,
@@ -286,6 +291,13 @@ def _from_obj(obj: dict[str, Any]) -> Message:
     ct = _field(
         obj, "ct", lambda v: v is None or _is_timestamp(v), "[t, i] or null", required=False
     )
+    behind = _field(
+        obj,
+        "behind",
+        lambda v: v is None or (_is_number(v) and v >= 0),
+        "a number >= 0 or null",
+        required=False,
+    )
     refetch = _field(obj, "refetch", lambda v: isinstance(v, bool), "a bool", required=False)
     reason = _field(
         obj, "reason", lambda v: v is None or isinstance(v, str), "a string", required=False
@@ -310,6 +322,7 @@ def _from_obj(obj: dict[str, Any]) -> Message:
         doc_id=doc_id,
         term=term or "",
         ct=None if ct is None else (int(ct[0]), int(ct[1])),
+        behind=None if behind is None else float(behind),
     )
 
 

@@ -240,7 +240,8 @@ class Publisher:
             term=term.term_id,
             cluster_time=self.last_cluster_time,
             ct=self.last_ct,
-            published_at=self._clock.wall(),
+            published_at=(now := self._clock.wall()),
+            behind=self._stats.behind(now),
         )
         try:
             seq = await self._channel.publish(

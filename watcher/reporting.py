@@ -53,6 +53,8 @@ class WatcherStats:
     last_poison: str = ""
     last_event_at: float | None = None
     last_empty_batch_at: float | None = None
+    #: Wall time up to which every committed change has been published (None: unknown).
+    caught_up_at: float | None = None
     last_error: str = ""
     last_error_at: float | None = None
     stream_open: bool = False
@@ -68,6 +70,15 @@ class WatcherStats:
         """Count one poison document and remember which one it was."""
         self.poison[reason] += 1
         self.last_poison = f"{reason}: _id={doc_id!r:.120}: {error}"[:300]
+
+    def caught_up(self, at: float | None) -> None:
+        """Every change committed before ``at`` has been published (moves forward only)."""
+        if at is not None and (self.caught_up_at is None or at > self.caught_up_at):
+            self.caught_up_at = at
+
+    def behind(self, now: float) -> float | None:
+        """How far (seconds) the published state trails ``now``; None until known."""
+        return None if self.caught_up_at is None else max(0.0, now - self.caught_up_at)
 
     def lag(self, now: float) -> float | None:
         """Seconds since the stream last answered (an event or an empty batch), if it has."""
