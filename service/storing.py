@@ -9,12 +9,13 @@ reports only majority-committed changes, and a reload must not be ahead of them.
 Invariant: a method returns documents exactly as PyMongo decodes them (see
 :data:`shared.clients.MONGO_DOCUMENT_OPTIONS`) or raises :class:`StoreError`; no PyMongo
 or BSON exception (a stored document PyMongo cannot decode, say) leaves this module.
-Collection reads (:meth:`MongoConfigStore.load_all`, ``find_by_container``) fetch raw
-batches and decode them here, so one document that cannot be decoded (a *poison
-document*: a binary subtype 4 that is not 16 bytes, invalid UTF-8, ...) is logged with
-its ``_id``, counted in :attr:`MongoConfigStore.undecodable` and left out -- the warm-up
-never fails forever on it, exactly as the watcher publishes it as gone. Reading that one
-document by key is a :class:`StoreError` naming it.
+When a collection read (:meth:`MongoConfigStore.load_all`, ``find_by_container``) meets a
+document the driver cannot decode (a *poison document*: a binary subtype 4 that is not 16
+bytes, invalid UTF-8, ...), it is read again in raw batches decoded here one document at
+a time: the poison is logged with its ``_id``, counted in
+:attr:`MongoConfigStore.undecodable` and left out -- the warm-up never fails forever on
+it, just as the watcher publishes it as gone. Reading that one document by key is a
+:class:`StoreError` naming the problem.
 """
 
 from __future__ import annotations
@@ -84,13 +85,23 @@ class MongoConfigStore:
         self.undecodable = 0
 
     async def load_all(self) -> list[dict[str, Any]]:
-        """Every document that decodes, read in raw batches (poison documents left out)."""
+        """Every document that decodes (poison documents left out)."""
         try:
             return await self._read_all({})
         except (PyMongoError, BSONError) as e:
             raise StoreError(f"loading {self._where} failed: {e}") from e
 
     async def _read_all(self, query: Mapping[str, Any]) -> list[dict[str, Any]]:
+        # The driver's own decoding is the fast path (a reload of the whole collection);
+        # only when some document does not decode is the read repeated in raw batches,
+        # to leave out exactly the documents that cannot be decoded.
+        try:
+            return [doc async for doc in self._collection.find(query)]
+        except BSONError as e:
+            log.warning("a document does not decode; reading again in raw batches", error=str(e))
+        return await self._read_raw(query)
+
+    async def _read_raw(self, query: Mapping[str, Any]) -> list[dict[str, Any]]:
         docs: list[dict[str, Any]] = []
         async with self._collection.find_raw_batches(query) as batches:
             async for batch in batches:

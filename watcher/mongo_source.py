@@ -68,7 +68,7 @@ def pipeline() -> list[dict[str, Any]]:
     return [{"$match": {"operationType": {"$in": list(WATCHED_OPS)}}}]
 
 
-#: The top-level fields of a change event the watcher acts on.
+#: The top-level fields of a change event that name what changed (the post-image aside).
 _NEEDED: Final = ("operationType", "clusterTime", "documentKey")
 
 
@@ -79,9 +79,11 @@ def _inflate(value: Any, codec: CodecOptions[dict[str, Any]]) -> Any:
 def decode_change(raw: Mapping[str, Any], codec: CodecOptions[dict[str, Any]]) -> dict[str, Any]:
     """One raw change event decoded with ``codec``, or the part of it that decodes.
 
-    When the whole event does not decode, the result holds what the watcher needs that
-    still does (``operationType``, ``clusterTime``, ``documentKey``) and, under
-    :data:`UNDECODABLE`, what went wrong.
+    When the whole event does not decode, the parts the watcher uses are decoded one by
+    one: if they all decode (the trouble was elsewhere, in ``updateDescription`` say), the
+    result is the event without the rest; otherwise it holds what still decodes of
+    ``operationType``, ``clusterTime`` and ``documentKey`` and, under :data:`UNDECODABLE`,
+    what went wrong.
     """
     if not isinstance(raw, RawBSONDocument):
         return dict(raw)
@@ -89,13 +91,18 @@ def decode_change(raw: Mapping[str, Any], codec: CodecOptions[dict[str, Any]]) -
         return bson.decode(raw.raw, codec)
     except Exception as e:  # bson raises InvalidBSON, ValueError, OverflowError, ...
         error = f"{type(e).__name__}: {e}"[:300]
-    change: dict[str, Any] = {UNDECODABLE: error}
-    for name in _NEEDED:
+    change: dict[str, Any] = {}
+    failed = False
+    for name in (*_NEEDED, "fullDocument"):
         try:
             if name in raw:
                 change[name] = _inflate(raw[name], codec)
-        except Exception as e:  # even the event's envelope does not decode
+        except Exception as e:  # this part (or even the envelope) does not decode
+            failed = True
             log.debug("change event field undecodable", field=name, error=type(e).__name__)
+    if failed or "documentKey" not in change:
+        change[UNDECODABLE] = error
+    # else: only parts the watcher does not use (updateDescription, ...) failed to decode
     return change
 
 

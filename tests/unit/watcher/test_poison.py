@@ -70,6 +70,22 @@ def test_an_undecodable_event_keeps_what_names_its_document() -> None:
     assert "fullDocument" not in change
 
 
+def test_trouble_only_in_parts_the_watcher_does_not_use_is_no_poison() -> None:
+    """A bad value in updateDescription alone: the event is published from its post-image."""
+    event = {
+        "_id": {"_data": "82AB"},
+        "operationType": "update",
+        "clusterTime": Timestamp(1_700_000_000, 3),
+        "documentKey": {"_id": 7},
+        "updateDescription": {"updatedFields": {"blob": BAD_UUID}, "removedFields": []},
+        "fullDocument": {"_id": 7, "source_id": "k"},
+    }
+    change = decode_change(RawBSONDocument(bson.encode(event), RAW), DOCUMENT_CODEC)
+    assert UNDECODABLE not in change
+    assert change["fullDocument"] == {"_id": 7, "source_id": "k"}
+    assert change["documentKey"] == {"_id": 7} and change["operationType"] == "update"
+
+
 class RawStream:
     """PyMongo's AsyncChangeStream as seen through a raw collection: raw events and token."""
 
