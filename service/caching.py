@@ -285,7 +285,7 @@ class ConfigCache:
 
     async def _fetch_key(self, key: str) -> Doc | None:
         started = self._tick
-        doc = await self._store.find_by_key(key)
+        doc, read_at = await self._store.find_by_key_at(key)
         if self._lost_race(key, started):
             return self._snap.by_key.get(key)  # the message is at least as new: it answers
         if self._reload_tick > started:
@@ -297,14 +297,14 @@ class ConfigCache:
             if self._snap.remove(key):
                 self.invalidations["read_through"] += 1
             return None
-        self._install_fetched(key, doc)
+        self._install_fetched(key, doc, read_at)
         if not self._trusted():
             self._verified_keys[key] = now
         return doc
 
     async def _fetch_container(self, container: str) -> list[Doc]:
         started = self._tick
-        docs = await self._store.find_by_container(container)
+        docs, read_at = await self._store.find_by_container_at(container)
         if self._reload_tick > started:
             return docs  # a reload swapped in meanwhile: answer, install nothing
         fetched: set[str] = set()
@@ -314,7 +314,7 @@ class ConfigCache:
                 continue
             fetched.add(key)
             if not self._lost_race(key, started):
-                self._install_fetched(key, doc)
+                self._install_fetched(key, doc, read_at)
         bucket = self._snap.by_container.get(container, {})
         for key in [k for k in bucket if k not in fetched and not self._lost_race(k, started)]:
             self._snap.remove(key)  # MongoDB says it no longer lands here; re-read by key
@@ -330,7 +330,10 @@ class ConfigCache:
     async def _fetch_all(self, _name: str) -> list[Doc]:
         return await self._store.load_all()
 
-    def _install_fetched(self, key: str, doc: Doc) -> None:
+    def _install_fetched(self, key: str, doc: Doc, read_at: tuple[int, int] | None) -> None:
+        # The read reflects every change to this document older than ``read_at``: a replayed
+        # message older than that must not move it back (see Snapshot.admits).
+        self._snap.stamp(doc.get("_id"), read_at)
         old = self._snap.by_key.get(key)
         self._negative_keys.pop(key, None)
         if old != doc:

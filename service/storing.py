@@ -42,6 +42,10 @@ log = structlog.get_logger("service.storing")
 CONTAINER_FIELD: Final = "ingestion.landing_container"
 
 
+#: A MongoDB cluster time as ``(seconds, increment)``, or None where the server gave none.
+ClusterTime = tuple[int, int] | None
+
+
 class ConfigStore(Protocol):
     """Read access to the ``source_configs`` collection (majority-committed data only)."""
 
@@ -55,6 +59,16 @@ class ConfigStore(Protocol):
 
     async def find_by_container(self, container: str) -> list[dict[str, Any]]:
         """Every document whose ``ingestion.landing_container`` equals ``container``."""
+        ...
+
+    async def find_by_key_at(self, key: str) -> tuple[dict[str, Any] | None, ClusterTime]:
+        """:meth:`find_by_key` and the cluster time of the snapshot it read (or None)."""
+        ...
+
+    async def find_by_container_at(
+        self, container: str
+    ) -> tuple[list[dict[str, Any]], ClusterTime]:
+        """:meth:`find_by_container` and a cluster time the read is at least as new as."""
         ...
 
     async def read_time(self) -> tuple[int, int] | None:
@@ -129,16 +143,36 @@ class MongoConfigStore:
 
     async def find_by_key(self, key: str) -> dict[str, Any] | None:
         """One document by key field (``find_one``)."""
+        doc, _ = await self.find_by_key_at(key)
+        return doc
+
+    async def find_by_key_at(self, key: str) -> tuple[dict[str, Any] | None, ClusterTime]:
+        """One document by key field, and the ``operationTime`` of that majority read.
+
+        A single-batch majority read is answered from one snapshot, whose time the server
+        reports as ``operationTime``: every change older than it is reflected in the answer.
+        """
         try:
-            doc: dict[str, Any] | None = await self._collection.find_one({self._key_field: key})
+            async with self._client.start_session(causal_consistency=False) as session:
+                doc: dict[str, Any] | None = await self._collection.find_one(
+                    {self._key_field: key}, session=session
+                )
+                return doc, _as_pair(session.operation_time)
         except (PyMongoError, BSONError) as e:
             raise StoreError(f"reading {self._key_field}={key!r} failed: {e}") from e
-        return doc
 
     async def find_by_container(self, container: str) -> list[dict[str, Any]]:
         """Every document landing in ``container``."""
+        docs, _ = await self.find_by_container_at(container)
+        return docs
+
+    async def find_by_container_at(
+        self, container: str
+    ) -> tuple[list[dict[str, Any]], ClusterTime]:
+        """Every document landing in ``container``, and a majority time read before them."""
         try:
-            return await self._read_all({CONTAINER_FIELD: container})
+            before = await self.read_time()
+            return await self._read_all({CONTAINER_FIELD: container}), before
         except (PyMongoError, BSONError) as e:
             raise StoreError(f"reading {CONTAINER_FIELD}={container!r} failed: {e}") from e
 
@@ -160,7 +194,11 @@ class MongoConfigStore:
                 ts = session.operation_time
         except (PyMongoError, BSONError) as e:
             raise StoreError(f"reading the cluster time of {self._where} failed: {e}") from e
-        return None if ts is None else (ts.time, ts.inc)
+        return _as_pair(ts)
+
+
+def _as_pair(ts: Any) -> ClusterTime:
+    return None if ts is None else (int(ts.time), int(ts.inc))
 
 
 def _id_of(raw: RawBSONDocument, codec: CodecOptions[dict[str, Any]]) -> str:

@@ -459,3 +459,32 @@ async def test_a_redis_outage_of_any_length_never_ends_the_subscriber() -> None:
     await rig.sub.run(max_cycles=2_001)
     assert rig.feed.opens == 2_001 and rig.cache.warmed
     assert len(rig.sleeps) == 2_000 and max(rig.sleeps) <= 5.0
+
+
+async def test_a_heartbeat_from_a_watcher_replaying_a_backlog_does_not_confirm_the_cache() -> None:
+    """behind > half the staleness bound: inactive, and the cache counts as that old."""
+    rig = await Rig().started()
+    rig.feed.push_messages(Message(kind="heartbeat", seq=0, epoch=1, behind=20.0))
+    assert await rig.sub.follow() == "silent"
+    assert rig.sub.state.behind_s == 20.0 and not rig.sub.state.stream_active
+    age = rig.cache.age_seconds()
+    assert age is not None and age >= 20.0
+    caught_up = await Rig().started()
+    caught_up.feed.push_messages(Message(kind="heartbeat", seq=0, epoch=1, behind=0.2))
+    caught_up.sub._heartbeat_s = 1000.0  # stop before silence turns it inactive again
+    caught_up.feed.push(FeedLost("end of script"))
+    with pytest.raises(FeedLost):
+        await caught_up.sub.follow()
+    assert caught_up.sub.state.stream_active
+
+
+async def test_a_read_through_stamps_the_document_so_a_replay_cannot_undo_it() -> None:
+    """A document read from MongoDB at time T is not replaced by a replayed change older than T."""
+    rig = await Rig([{**config("a", v="old"), "_id": 1}]).started()
+    rig.store.put({**config("a", v="current"), "_id": 1})
+    rig.store.time = (500, 0)
+    rig.clock.advance(31.0)  # unconfirmed and older than the bound: lookups read through
+    assert await rig.cache.get_config_by_source_id("a") == {**config("a", v="current"), "_id": 1}
+    rig.feed.push_messages(upsert(1, "a", v="replayed", ct=(400, 0), doc_id=1))
+    assert await rig.sub.follow() == "silent"
+    assert rig.doc("a") == {**config("a", v="current"), "_id": 1}
