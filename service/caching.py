@@ -285,7 +285,8 @@ class ConfigCache:
 
     async def _fetch_key(self, key: str) -> Doc | None:
         started = self._tick
-        doc, read_at = await self._store.find_by_key_at(key)
+        read_at = await self._read_floor()
+        doc = await self._store.find_by_key(key)
         if self._lost_race(key, started):
             return self._snap.by_key.get(key)  # the message is at least as new: it answers
         if self._reload_tick > started:
@@ -304,7 +305,8 @@ class ConfigCache:
 
     async def _fetch_container(self, container: str) -> list[Doc]:
         started = self._tick
-        docs, read_at = await self._store.find_by_container_at(container)
+        read_at = await self._read_floor()
+        docs = await self._store.find_by_container(container)
         if self._reload_tick > started:
             return docs  # a reload swapped in meanwhile: answer, install nothing
         fetched: set[str] = set()
@@ -327,12 +329,21 @@ class ConfigCache:
             self._verified_containers[container] = now
         return result
 
+    async def _read_floor(self) -> tuple[int, int] | None:
+        """While the stream is unconfirmed, a majority time taken before a read-through.
+
+        The document read afterwards reflects every change older than it, so a replay
+        that arrives later (a watcher catching up after an outage) cannot undo the answer.
+        While the stream is live the extra round trip buys nothing and is skipped.
+        """
+        return None if self._trusted() else await self._store.read_time()
+
     async def _fetch_all(self, _name: str) -> list[Doc]:
         return await self._store.load_all()
 
     def _install_fetched(self, key: str, doc: Doc, read_at: tuple[int, int] | None) -> None:
-        # The read reflects every change to this document older than ``read_at``: a replayed
-        # message older than that must not move it back (see Snapshot.admits).
+        # The read reflects every change to this document older than ``read_at`` (taken just
+        # before it): a replayed message older than that must not move it back.
         self._snap.stamp(doc.get("_id"), read_at)
         old = self._snap.by_key.get(key)
         self._negative_keys.pop(key, None)
