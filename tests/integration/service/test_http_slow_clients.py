@@ -1,4 +1,4 @@
-"""Slow and idle clients against a real ``python -m service``: bounded descriptors, probes served."""
+"""Slow and idle clients against a real ``python -m service``: bounded fds, probes served."""
 
 from __future__ import annotations
 
@@ -73,8 +73,8 @@ async def test_slow_clients_are_cut_off_and_descriptors_return_to_baseline(
         SCC_LOG_LEVEL="warning",
     )
     log = (tmp_path / "service.log").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "service"], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "service", env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
     )
     redis = aioredis.Redis.from_url(redis_url)
     leader = FakeLeader(redis, keys)
@@ -106,6 +106,6 @@ async def test_slow_clients_are_cut_off_and_descriptors_return_to_baseline(
     finally:
         stop.set()
         proc.terminate()
-        proc.wait(timeout=20)
+        await asyncio.wait_for(proc.wait(), timeout=20)
         await redis.aclose()
         log.close()
