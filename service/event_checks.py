@@ -6,9 +6,11 @@ carrying integers that orjson silently turns into floats (outside the signed/uns
 64-bit range). Judging that up front, for the whole body, is what keeps a hostile event
 from failing half-way through a batch, after its neighbours were already written.
 
-Invariant: :func:`check_document` either returns or raises :class:`LimitError` whose
-message names the first offending place (``events[3].data``); it never raises anything
-else, whatever the parsed document (bounded work: one iterative pass, no recursion).
+Invariant: :func:`check_document` either returns the document to store or raises
+:class:`LimitError` whose message names the first offending place (``events[3].data``);
+it never raises anything else, whatever the parsed document (bounded work: one
+iterative pass, no recursion). An integer outside the 64-bit range is kept exact, as the
+string of its digits, never rounded to a float.
 """
 
 from __future__ import annotations
@@ -31,15 +33,16 @@ class LimitError(ValueError):
     """The body breaks a limit of this module; ``str(e)`` names where."""
 
 
-def check_document(body: bytes, document: Any, *, where: str) -> None:
-    """Raise :class:`LimitError` if ``document`` (parsed from ``body``) breaks a limit.
+def check_document(body: bytes, document: Any, *, where: str) -> Any:
+    """``document`` (parsed from ``body``) as it is to be stored, or :class:`LimitError`.
 
     ``where`` names the document's root in messages (``events`` for a batch, ``event``
-    for a single CloudEvent).
+    for a single CloudEvent). Wide integers come back as strings of their digits.
     """
     _check_depth(document, where)
     if _LONG_DIGITS.search(body):
-        _check_integers(body)
+        return _exact_integers(body)
+    return document
 
 
 def _check_depth(document: Any, where: str) -> None:
@@ -59,25 +62,18 @@ def _containers(items: Iterable[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
     return [(k, v) for k, v in items if isinstance(v, dict | list)]
 
 
-def _refuse_int(text: str) -> int:
+def _exact_int(text: str) -> int | str:
     value = int(text)
-    if not _INT_MIN <= value <= _INT_MAX:
-        shown = text if len(text) <= 40 else text[:37] + "..."
-        raise LimitError(
-            f"body: integer {shown} is outside the 64-bit range an event may carry; "
-            "send it as a string"
-        )
-    return value
+    return value if _INT_MIN <= value <= _INT_MAX else text
 
 
-def _check_integers(body: bytes) -> None:
+def _exact_integers(body: bytes) -> Any:
     # Only bodies with a 19-digit run get here; the standard library's parser hands every
-    # integer literal to ``parse_int`` exactly as written (depth was checked first).
+    # integer literal to ``parse_int`` exactly as written (depth was checked first, and
+    # orjson already refused whatever the standard library would accept beyond JSON).
     try:
-        json.loads(body, parse_int=_refuse_int)
-    except LimitError:
-        raise
-    except (ValueError, RecursionError) as e:  # orjson accepted it; be safe anyway
+        return json.loads(body, parse_int=_exact_int)
+    except (ValueError, RecursionError) as e:
         raise LimitError(f"body: not valid JSON ({e})") from None
 
 

@@ -226,7 +226,8 @@ def parse_steps(
             status=413,
         )
     try:
-        check_document(body, document, where="events" if isinstance(document, list) else "event")
+        where = "events" if isinstance(document, list) else "event"
+        document = check_document(body, document, where=where)
     except LimitError as e:
         raise BodyError("over_limit", str(e)) from None
     media = (content_type or "").split(";", 1)[0].strip().lower()
