@@ -12,7 +12,8 @@ Invariants kept by :data:`STORE_EVENT`:
   again; the script returns the answer stored the first time and refreshes the key with
   ``PEXPIRE`` -- a write, so a ``WAIT`` that follows also covers the original append;
 * the stream (``KEYS[1]``) keeps at most ``maxlen`` entries, none older than ``min_id``
-  and, when a byte cap is set, about ``max_bytes`` (``MEMORY USAGE`` estimate); the
+  and, when a byte cap is set, about ``max_bytes`` (``MEMORY USAGE`` estimate, taken
+  every 64th entry, so a stream may overshoot by at most 63 entries); the
   oldest go first, exactly (``XTRIM MINID =``), and their number is returned;
 * with a consumer group named and present on the stream, the removed entries the group
   had not been delivered yet (id above its ``last-delivered-id``) are counted apart.
@@ -50,7 +51,7 @@ end
 
 local maxlen, min_id, max_bytes = tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
 local length = redis.call('XLEN', KEYS[1])
-if max_bytes > 0 and length > 1 then
+if max_bytes > 0 and length > 1 and length % 64 == 0 then
   local used = redis.call('MEMORY', 'USAGE', KEYS[1]) or 0
   if used > max_bytes then
     maxlen = math.min(maxlen, math.max(1, math.floor(length * max_bytes / used)))
