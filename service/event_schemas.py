@@ -5,7 +5,7 @@ Every byte string a sender can post is turned here either into a :class:`Batch` 
 :class:`InboundEvent` (id, type, where the blob is, an explicit ``source_id`` if any, and
 the event exactly as received) or into a :class:`BodyError` whose message names the
 offending field (``events[2].subject: field required``). The pydantic models double as
-the OpenAPI description of the endpoint (:data:`REQUEST_BODY_OPENAPI`).
+the OpenAPI description of the endpoint (:mod:`service.event_openapi`).
 
 Invariant: :func:`parse_body` returns one ``InboundEvent`` per event in the body, in
 order, or raises ``BodyError`` -- nothing else, whatever the bytes (pinned by a property
@@ -22,15 +22,14 @@ it alone); the batch then carries only its ``validationCode``.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Final, Literal, get_args
-from urllib.parse import unquote, urlsplit
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from service.blob_locations import locate_blob, url_host
 from service.event_checks import LimitError, check_document
 from shared.errors import SccError
 
@@ -46,9 +45,6 @@ ACCEPTED_MEDIA_TYPES: Final = (
 #: Most events one request may carry (Event Grid delivers at most 5,000); 413 above.
 MAX_EVENTS: Final = 5000
 _MAX_DETAIL: Final = 300
-_SUBJECT: Final = re.compile(
-    r"^/blobServices/default/containers/(?P<container>[^/]+)/blobs/(?P<path>.+)$"
-)
 
 #: Why an event went to the dead-letter stream; bounded, so it can label a metric.
 DeadLetterReason = Literal[
@@ -293,24 +289,14 @@ def _inbound(
     location = locate_blob(subject, data)
     container, path = location if location else (None, None)
     has_url = isinstance(data, dict) and "url" in data
-    url_host = _url_host(data["url"]) if has_url else None
+    host = url_host(data["url"]) if has_url else None
     # Depth and integer range were checked for the whole body, so this cannot fail on
     # what the parser accepted; serializing here means nothing fails after a write.
     raw_json = orjson.dumps(raw)
     return InboundEvent(
-        event_id, event_type, subject, container, path, source_id, raw, raw_json, url_host,
+        event_id, event_type, subject, container, path, source_id, raw, raw_json, host,
         has_url, origin,
     )  # fmt: skip
-
-
-def _url_host(url: Any) -> str | None:
-    if not isinstance(url, str):
-        return None
-    try:
-        host = urlsplit(url).hostname
-    except ValueError:
-        return None
-    return host.lower() if host else None
 
 
 def _data_source_id(data: Any, where: str) -> str | None:
@@ -320,29 +306,6 @@ def _data_source_id(data: Any, where: str) -> str | None:
     if not isinstance(value, str) or not value:
         raise BodyError("bad_schema", f"{where}.data.source_id: must be a non-empty string")
     return value
-
-
-def locate_blob(subject: str, data: Any) -> tuple[str, str] | None:
-    """``(container, path)`` from a blob event's subject, else from ``data.url``.
-
-    The subject carries the blob name as stored; ``data.url``
-    (``https://{account}.blob.core.windows.net/{container}/{path}``, virtual-host style,
-    any host) carries it URL-encoded, so it is decoded.
-    """
-    match = _SUBJECT.match(subject)
-    if match:
-        return match["container"], match["path"]
-    url = data.get("url") if isinstance(data, dict) else None
-    if not isinstance(url, str):
-        return None
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return None
-    container, _, path = parts.path.lstrip("/").partition("/")
-    if parts.scheme not in ("http", "https") or not container or not path:
-        return None
-    return unquote(container), unquote(path)
 
 
 def _describe(where: str, error: ValidationError) -> str:
