@@ -42,6 +42,7 @@ REJECTION_REASONS: Final = (
     "bad_schema",
     "over_limit",
     "unavailable",
+    "config_unavailable",
     "not_replicated",
 )
 STREAMS: Final = ("accepted", "dlq")

@@ -232,8 +232,9 @@ class _Ingestor:
             return self._reject("not_replicated", 503, f"{failure}")
         except (EventSinkUnavailable, ConfigsUnavailable) as failure:
             _log.error("events.unavailable", error=str(failure))
-            store = "events" if isinstance(failure, EventSinkUnavailable) else "config"
-            return self._reject("unavailable", 503, f"{store} store unavailable; retry later")
+            if isinstance(failure, EventSinkUnavailable):  # Redis: "unavailable", as before
+                return self._reject("unavailable", 503, "events store unavailable; retry later")
+            return self._reject("config_unavailable", 503, "config store unavailable; retry later")
         _log_outcomes(results)
         return _json(EventsResponse(results=results))
 

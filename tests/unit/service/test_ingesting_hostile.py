@@ -196,3 +196,13 @@ async def test_a_body_that_never_finishes_is_408(make_rig: MakeRig) -> None:
     }
     await asyncio.wait_for(rig.app(scope, receive, send), timeout=5)
     assert sent[0]["status"] == 408 and rig.counters.rejections["body_timeout"] == 1
+
+
+async def test_mongodb_down_is_counted_apart_from_redis_down(make_rig: MakeRig) -> None:
+    """A config-store outage is a 503 counted as ``config_unavailable``, not as Redis down."""
+    rig = await make_rig(retry_on=(TimeoutError,))
+    rig.resolver.fail = TimeoutError("mongo")
+    response = await rig.post([eg_event(1)])
+    assert response.status_code == 503
+    assert rig.counters.rejections["config_unavailable"] == 1
+    assert rig.counters.rejections["unavailable"] == 0
