@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
@@ -126,13 +124,11 @@ class RedisEventSink:
         maxlen: int = 100_000,
         limits: StreamLimits | None = None,
         trims: TrimCounters | None = None,
-        clock: Callable[[], float] = time.time,
     ) -> None:
         self._redis = redis
         self._keys = keys
         self._limits = limits if limits is not None else StreamLimits(maxlen=maxlen)
         self.trims = trims if trims is not None else TrimCounters()
-        self._clock = clock
         self._sha = hashlib.sha1(STORE_EVENT.encode()).hexdigest()
         self._pending: list[_Entry] = []
         self._flushing = False
@@ -158,12 +154,11 @@ class RedisEventSink:
         key = self._keys.events_accepted if stream == "accepted" else self._keys.events_dlq
         window_ms = int(limits.dedup_window_s * 1000) if dedup_key else 0
         seen = self._keys.event_seen(_digest(dedup_key)) if window_ms else key
-        min_id = f"{int((self._clock() - limits.max_age_s) * 1000)}-0" if limits.max_age_s else ""
         args: list[EncodableT] = [
             window_ms,
             answer,
             limits.maxlen,
-            min_id,
+            int(limits.max_age_s * 1000),
             limits.max_bytes,
             limits.consumer_group or "",
         ]

@@ -11,7 +11,8 @@ Invariants kept by :data:`STORE_EVENT`:
 * an event id already stored within the window (``KEYS[2]`` exists) is not appended
   again; the script returns the answer stored the first time and refreshes the key with
   ``PEXPIRE`` -- a write, so a ``WAIT`` that follows also covers the original append;
-* the stream (``KEYS[1]``) keeps at most ``maxlen`` entries, none older than ``min_id``
+* the stream (``KEYS[1]``) keeps at most ``maxlen`` entries, none older than ``max_age``
+  milliseconds by the Redis server's clock (stream ids are its milliseconds)
   and, when a byte cap is set, about ``max_bytes`` (``MEMORY USAGE`` estimate, taken
   every 64th entry, so a stream may overshoot by at most 63 entries); the
   oldest go first, exactly (``XTRIM MINID =``), and their number is returned;
@@ -49,7 +50,13 @@ local function before(a, b)
   return am < bm or (am == bm and as < bs)
 end
 
-local maxlen, min_id, max_bytes = tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
+local maxlen, max_age, max_bytes = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local min_id = ''
+if max_age > 0 then
+  local now = redis.call('TIME')
+  local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+  min_id = string.format('%.0f', now_ms - max_age) .. '-0'
+end
 local length = redis.call('XLEN', KEYS[1])
 if max_bytes > 0 and length > 1 and length % 64 == 0 then
   local used = redis.call('MEMORY', 'USAGE', KEYS[1]) or 0

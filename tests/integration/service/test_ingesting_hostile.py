@@ -192,14 +192,11 @@ async def test_trimming_counts_what_it_removed_and_what_was_unread(
 async def test_entries_older_than_the_age_cap_are_trimmed_and_counted(
     client: aioredis.Redis,
 ) -> None:
-    """With a one-hour age cap, entries stamped two hours ago go at the next write."""
-    now = [time.time()]
-    old = await client.xadd(
-        KEYS.events_dlq, {"event_id": "old"}, id=f"{int(now[0] * 1000) - 7_200_000}-0"
-    )
-    assert old
-    limits = StreamLimits(max_age_s=3600)
-    sink = RedisEventSink(client, KEYS, limits=limits, clock=lambda: now[0])
+    """With a one-hour age cap (Redis's clock), entries stamped two hours ago go next write."""
+    seconds, micros = await client.time()
+    two_hours_ago = seconds * 1000 + micros // 1000 - 7_200_000
+    await client.xadd(KEYS.events_dlq, {"event_id": "old"}, id=f"{two_hours_ago}-0")
+    sink = RedisEventSink(client, KEYS, limits=StreamLimits(max_age_s=3600))
     await sink.dead_letter("no_matching_config", {"event_id": "new", "event": b"{}"})
     entries = await client.xrange(KEYS.events_dlq)
     assert [f[b"event_id"] for _, f in entries] == [b"new"]
