@@ -220,6 +220,7 @@ async def test_min_replicas_without_a_replica_is_503_not_replicated(
 
 @pytest.fixture
 def redis_replica(redis_server: RedisServer) -> Iterator[int]:
+    """A second redis-server replicating the test's one, synced; yields its port."""
     binary = redis_binary()
     assert binary is not None
     port = free_port()
