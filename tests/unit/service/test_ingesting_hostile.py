@@ -206,3 +206,29 @@ async def test_mongodb_down_is_counted_apart_from_redis_down(make_rig: MakeRig) 
     assert response.status_code == 503
     assert rig.counters.rejections["config_unavailable"] == 1
     assert rig.counters.rejections["unavailable"] == 0
+
+
+async def test_a_maximum_batch_yields_to_the_event_loop_between_chunks(make_rig: MakeRig) -> None:
+    """While 5,000 events are parsed and routed, other tasks run at least once per chunk."""
+    from service.ingesting import CHUNK
+
+    rig = await make_rig(max_body_bytes=4 * 1024 * 1024)  # these events are not minimal
+
+    ticks = 0
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not done.is_set():
+            ticks += 1
+            await asyncio.sleep(0)
+
+    events = [eg_event(i, subject=subject(f"sales/{i}.csv")) for i in range(5000)]
+    task = asyncio.create_task(ticker())
+    try:
+        response = await rig.post(events)
+    finally:
+        done.set()
+        await task
+    assert response.status_code == 200 and len(rig.sink.accepted_events) == 5000
+    assert ticks >= 2 * 5000 // CHUNK  # parse chunks and route chunks both yield
