@@ -6,6 +6,7 @@ import json
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -219,14 +220,15 @@ async def test_min_replicas_without_a_replica_is_503_not_replicated(
 
 
 @pytest.fixture
-def redis_replica(redis_server: RedisServer) -> Iterator[int]:
+def redis_replica(redis_server: RedisServer, tmp_path: Path) -> Iterator[int]:
     """A second redis-server replicating the test's one, synced; yields its port."""
     binary = redis_binary()
     assert binary is not None
     port = free_port()
     proc = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
-         "no", "--replicaof", "127.0.0.1", str(redis_server.port), "--loglevel", "warning"],
+         "no", "--replicaof", "127.0.0.1", str(redis_server.port), "--loglevel", "warning",
+         "--dir", str(tmp_path)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
