@@ -219,6 +219,26 @@ async def test_min_replicas_without_a_replica_is_503_not_replicated(
     assert built.counters.outcomes["accepted"] == 0
 
 
+async def test_a_retry_after_an_unconfirmed_503_does_not_store_twice(
+    client: aioredis.Redis,
+) -> None:
+    """Stored but unconfirmed (503), then retried where WAIT is off: 200 and one copy."""
+    strict = await make_app(
+        client, StreamLimits(min_replicas=1, replica_timeout_ms=50, dedup_window_s=60)
+    )
+    lenient = await make_app(client, StreamLimits(dedup_window_s=60))
+    try:
+        first = await strict.post([blob_event(1), blob_event(2)])
+        retry = await lenient.post([blob_event(1), blob_event(2)])
+    finally:
+        await strict.http.aclose()
+        await lenient.http.aclose()
+    assert first.status_code == 503 and retry.status_code == 200
+    assert [r["outcome"] for r in retry.json()["results"]] == ["accepted", "accepted"]
+    assert await client.xlen(KEYS.events_accepted) == 2
+    assert lenient.counters.duplicates == 2
+
+
 @pytest.fixture
 def redis_replica(redis_server: RedisServer, tmp_path: Path) -> Iterator[int]:
     """A second redis-server replicating the test's one, synced; yields its port."""
