@@ -176,3 +176,15 @@ def test_seed_script_the_compose_file_runs_is_in_the_image() -> None:
     dockerfile = (REPO / "Dockerfile").read_text()
     assert re.search(r"^COPY deploy/seed /app/seed$", dockerfile, re.MULTILINE)
     assert Path(REPO / "deploy" / "seed" / "seed.py").is_file()
+
+
+def test_redis_keeps_an_fsynced_append_only_file_on_a_volume(compose: dict[str, Any]) -> None:
+    """Redis runs with appendonly yes and appendfsync everysec, its /data on a named volume."""
+    redis = compose["services"]["redis"]
+    command = redis["command"]
+    assert command[command.index("--appendonly") + 1] == "yes"
+    assert command[command.index("--appendfsync") + 1] == "everysec"
+    (volume,) = redis["volumes"]
+    name = (volume["source"], volume["target"]) if isinstance(volume, dict) else volume
+    assert name in {("redis-data", "/data"), "redis-data:/data"}
+    assert "redis-data" in compose["volumes"]
