@@ -269,6 +269,7 @@ class Writer:
         else:
             op = "rekey"
         started = time.time()
+        self._begin(0)
         try:
             getattr(self, f"_{op}")(started)
             self.ops[op] += 1
