@@ -24,6 +24,7 @@ Modules: ``profile`` (short/long sizes, fleet timings), ``configs`` (documents, 
 keys), ``writer`` (and its ledger of writes), ``reading``, ``consistency``, ``observing``,
 ``probing``, ``events``, ``fuzzing``, ``digesting``, ``dead_redis``, ``rig`` (one run),
 ``settling`` (the verdict), ``running``, ``reporting`` (results and the table),
-``scenarios/`` (one module per scenario), ``errors``. Run ``python -m tests.chaos --help``; the short profile of every scenario
-also runs in the test command (``tests/e2e/test_chaos_short.py``).
+``scenarios/`` (one module per scenario), ``errors``. Run ``python -m tests.chaos --help``;
+the short profile of every scenario also runs in the test command
+(``tests/e2e/test_chaos_short.py``).
 """
