@@ -22,7 +22,7 @@ settle. The verdict, for every scenario:
 
 Modules: ``profile`` (short/long sizes, fleet timings), ``configs`` (documents, dotted
 keys), ``writer`` (and its ledger of writes), ``reading``, ``consistency``, ``observing``,
-``probing``, ``events``, ``fuzzing``, ``digesting``, ``dead_redis``, ``rig`` (one run),
+``probing``, ``events``, ``fuzzing``, ``digesting``, ``dead_redis``, ``ledger``, ``rig``,
 ``settling`` (the verdict), ``running``, ``reporting`` (results and the table),
 ``scenarios/`` (one module per scenario), ``errors``. Run ``python -m tests.chaos --help``;
 the short profile of every scenario also runs in the test command
