@@ -58,7 +58,9 @@ def run(rig: Rig) -> None:
     rig.watcher(leader).stop(kill=True)
     rig.seq_breaks.append(time.monotonic())
     with rig.redis.pipeline(transaction=True) as pipe:
-        pipe.decr(rig.keys.epoch).decrby(rig.keys.seq, SEQ_LOSS).execute()
+        pipe.decr(rig.keys.epoch)
+        pipe.decrby(rig.keys.seq, SEQ_LOSS)
+        pipe.execute()
     for key in PROBES:
         rig.write_probe(key)
     successor, new_epoch = rig.wait_leader(above_epoch=epoch - 1)
