@@ -3,7 +3,8 @@
 Why a module of its own: the subscriber decides *whether* a message is next in sequence
 (:mod:`service.sequencing`); this module decides what the change does to the documents,
 and keeps the per-document ordering: a change whose exact cluster time is older than what
-the target already reflects for that ``_id`` (:meth:`Snapshot.admits`) is counted and
+the target already reflects for that ``_id`` -- or for the other document now holding the
+same key, a later incarnation of it (:meth:`Snapshot.admits_at`) -- is counted and
 skipped, so the replay of a historical insert after a failover, or a replayed signed
 message, never moves a config backwards. The sequence still advances past it.
 
@@ -33,7 +34,8 @@ class Applier:
         self.older_skipped = 0
 
     def _admitted(self, message: Message, target: Snapshot) -> bool:
-        if target.admits(message.doc_id, message.ct):
+        key = message.key if message.kind == "upsert" else None
+        if target.admits_at(key, message.doc_id, message.ct):
             return True
         self.older_skipped += 1
         log.info(

@@ -84,7 +84,6 @@ def test_mongodb_faults_resume_or_resync(tmp_path: Path) -> None:
 
 @e2e
 @pytest.mark.timeout(150)
-@pytest.mark.xfail(strict=True, reason=DEFECT_6)
 def test_watcher_outage_reads_through_then_catches_up(tmp_path: Path) -> None:
     """Every watcher down: replicas go inactive and read MongoDB; a returning watcher catches up."""
     result = run("watchers-down", tmp_path)

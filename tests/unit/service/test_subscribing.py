@@ -488,3 +488,15 @@ async def test_a_read_through_stamps_the_document_so_a_replay_cannot_undo_it() -
     rig.feed.push_messages(upsert(1, "a", v="replayed", ct=(400, 0), doc_id=1))
     assert await rig.sub.follow() == "silent"
     assert rig.doc("a") == {**config("a", v="current"), "_id": 1}
+
+
+async def test_a_replayed_earlier_incarnation_of_a_key_does_not_replace_the_later_one() -> None:
+    """Key deleted and created again (new _id): replaying the old document leaves the new one."""
+    rig = await Rig().started()
+    rig.feed.push_messages(
+        upsert(1, "a", v="second-life", ct=(200, 0), doc_id="new"),
+        upsert(2, "a", v="first-life", ct=(150, 0), doc_id="old"),
+        delete(3, "a", ct=(160, 0), doc_id="old"),
+    )
+    assert await rig.sub.follow() == "silent"
+    assert rig.doc("a") == {**config("a", v="second-life"), "_id": "new"}
