@@ -62,9 +62,13 @@ class Applier:
             target.stamp(doc_id, message.ct)
             return
         assert key is not None  # Message guarantees a key for upserts
-        doc, reason = message.doc, "upsert"
+        doc, reason, ct = message.doc, "upsert", message.ct
         if message.refetch:
+            # The read answers with the state *now*, newer than the message: stamp it with a
+            # majority time taken before the read, so older replayed changes cannot undo it.
+            floor = await self._store.read_time()
             doc, reason = await self._store.find_by_key(key), "refetch"
+            ct = floor if ct is None or (floor is not None and floor > ct) else ct
             target = self._cache.snapshot if snapshot is None else snapshot  # may have swapped
         if snapshot is not None:
             if doc is None:
@@ -75,7 +79,9 @@ class Applier:
             self._cache.apply_delete(key)
         else:
             self._cache.apply_upsert(key, doc, reason=reason)
-        target.stamp(doc_id, message.ct)
+        target.stamp(doc_id, ct)
+        if doc is not None and "_id" in doc:
+            target.stamp(doc["_id"], ct)
 
     def apply_now(self, message: Message) -> None:
         """Apply a carried change to the serving cache at once (no refetch, no await).

@@ -330,13 +330,13 @@ class ConfigCache:
         return result
 
     async def _read_floor(self) -> tuple[int, int] | None:
-        """While the stream is unconfirmed, a majority time taken before a read-through.
+        """A majority time taken before a read-through (one more round trip per miss).
 
         The document read afterwards reflects every change older than it, so a replay
-        that arrives later (a watcher catching up after an outage) cannot undo the answer.
-        While the stream is live the extra round trip buys nothing and is skipped.
+        that arrives later (a watcher catching up after a failover or an outage) cannot
+        undo the answer -- also for a key the cache did not hold at all.
         """
-        return None if self._trusted() else await self._store.read_time()
+        return await self._store.read_time()
 
     async def _fetch_all(self, _name: str) -> list[Doc]:
         return await self._store.load_all()
