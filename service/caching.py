@@ -284,14 +284,15 @@ class ConfigCache:
         return self._changed.get(key, 0) > started
 
     async def _fetch_key(self, key: str) -> Doc | None:
-        started = self._tick
+        # The answer is as old as the moment the read began: "verified" and "unknown" are
+        # timed from then, not from when a slow read came back.
+        started, now = self._tick, self._clock()
         read_at = await self._read_floor()
         doc = await self._store.find_by_key(key)
         if self._lost_race(key, started):
             return self._snap.by_key.get(key)  # the message is at least as new: it answers
         if self._reload_tick > started:
             return self._snap.by_key.get(key, doc)  # answer, but leave the new snapshot alone
-        now = self._clock()
         if doc is None:
             self._remember_unknown(self._negative_keys, key, now)
             self._verified_keys.pop(key, None)
@@ -304,7 +305,7 @@ class ConfigCache:
         return doc
 
     async def _fetch_container(self, container: str) -> list[Doc]:
-        started = self._tick
+        started, now = self._tick, self._clock()
         read_at = await self._read_floor()
         docs = await self._store.find_by_container(container)
         if self._reload_tick > started:
@@ -322,7 +323,6 @@ class ConfigCache:
             self._snap.remove(key)  # MongoDB says it no longer lands here; re-read by key
             self.invalidations["read_through"] += 1
         result = list(self._snap.by_container.get(container, {}).values())
-        now = self._clock()
         if not result:
             self._remember_unknown(self._negative_containers, container, now)
         elif not self._trusted():
