@@ -348,6 +348,13 @@ class ConfigCache:
         old = self._snap.by_key.get(key)
         self._negative_keys.pop(key, None)
         if old != doc:
+            # Other reads still in flight began before this answer: they must not undo it
+            # (a slower container read whose older result lacks this key, say).
+            self._note_change(key)
+            if "_id" in doc:
+                moved_from = self._snap.key_for_id(doc["_id"])
+                if moved_from is not None and moved_from != key:
+                    self._note_change(moved_from)
             self._snap.put(key, doc)
             if old is not None:
                 self.invalidations["read_through"] += 1

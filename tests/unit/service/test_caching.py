@@ -400,3 +400,29 @@ async def test_a_slow_read_through_is_verified_as_of_when_it_began() -> None:
     clock.advance(10)  # 35 s after the read began: no longer verified
     store.put(config("k", v=3))
     assert await cache.get_config_by_source_id("k") == config("k", v=3)
+
+
+async def test_a_slow_container_read_does_not_undo_a_newer_key_read() -> None:
+    """A container read that began earlier cannot drop a config a later key read installed."""
+    clock, store = FakeClock(), FakeStore([config("old", "c")])
+    cache = make_cache(store, clock)
+    warm(cache, clock, config("old", "c"))
+    cache.set_stream_active(False)
+    clock.advance(31)
+    container_answered, release = asyncio.Event(), asyncio.Event()
+    original = store.find_by_container
+
+    async def slow_container(container: str) -> list[dict[str, object]]:
+        docs = await original(container)  # MongoDB answers [old] ...
+        container_answered.set()
+        await release.wait()  # ... and the answer is slow to arrive
+        return docs
+
+    store.find_by_container = slow_container  # type: ignore[method-assign,assignment]
+    slow = asyncio.create_task(cache.configs_for_container("c"))
+    await container_answered.wait()
+    store.put(config("moved-in", "c"))  # lands in the container after that answer
+    assert await cache.get_config_by_source_id("moved-in") == config("moved-in", "c")
+    release.set()
+    await slow
+    assert "moved-in" in cache.snapshot.by_key
