@@ -79,7 +79,9 @@ class Applier:
             self._cache.apply_delete(key)
         else:
             self._cache.apply_upsert(key, doc, reason=reason)
-        target.stamp(doc_id, ct)
+        # The message's own document is known as of its cluster time; what a refetch read
+        # (possibly another document now holding the key) as of the read's floor.
+        target.stamp(doc_id, message.ct)
         if doc is not None and "_id" in doc:
             target.stamp(doc["_id"], ct)
 

@@ -529,3 +529,17 @@ async def test_a_refetched_document_is_stamped_with_the_read_time() -> None:
     )
     assert await rig.sub.follow() == "silent"
     assert rig.doc("big") == {**config("big", v="now"), "_id": 9}
+
+
+async def test_a_refetch_that_finds_another_document_does_not_stamp_the_moved_one() -> None:
+    """Refetch of key a finds doc 2 there now: doc 1 (moved to key b) still takes its move."""
+    rig = await Rig().started()
+    rig.store.put({**config("a", v="doc2"), "_id": 2})
+    rig.store.time = (900, 0)
+    rig.feed.push_messages(
+        Message(kind="upsert", seq=1, epoch=1, key="a", refetch=True, doc_id=1, ct=(100, 0)),
+        upsert(2, "b", v="doc1-moved", ct=(500, 0), doc_id=1),
+    )
+    assert await rig.sub.follow() == "silent"
+    assert rig.doc("a") == {**config("a", v="doc2"), "_id": 2}
+    assert rig.doc("b") == {**config("b", v="doc1-moved"), "_id": 1}
