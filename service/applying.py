@@ -53,6 +53,7 @@ class Applier:
             return
         key, doc_id = message.key, message.doc_id
         if message.kind == "delete":
+            held_at = target.key_for_id(doc_id) if doc_id is not None else key
             if snapshot is None:
                 self._cache.apply_delete(key, doc_id)
             elif doc_id is not None:
@@ -60,6 +61,7 @@ class Applier:
             elif key is not None:
                 snapshot.remove(key)
             target.stamp(doc_id, message.ct)
+            target.stamp_key(held_at or key, message.ct)
             return
         assert key is not None  # Message guarantees a key for upserts
         doc, reason, ct = message.doc, "upsert", message.ct
@@ -82,6 +84,7 @@ class Applier:
         # The message's own document is known as of its cluster time; what a refetch read
         # (possibly another document now holding the key) as of the read's floor.
         target.stamp(doc_id, message.ct)
+        target.stamp_key(key, ct)
         if doc is not None and "_id" in doc:
             target.stamp(doc["_id"], ct)
 
@@ -94,10 +97,14 @@ class Applier:
         target = self._cache.snapshot
         if message.kind not in ("upsert", "delete") or not self._admitted(message, target):
             return
+        key = message.key
         if message.kind == "delete":
+            if message.doc_id is not None:
+                key = target.key_for_id(message.doc_id) or key
             self._cache.apply_delete(message.key, message.doc_id)
         elif message.doc is not None and message.key is not None:
             self._cache.apply_upsert(message.key, message.doc)
         else:
             return
         target.stamp(message.doc_id, message.ct)
+        target.stamp_key(key, message.ct)

@@ -294,6 +294,7 @@ class ConfigCache:
         if self._reload_tick > started:
             return self._snap.by_key.get(key, doc)  # answer, but leave the new snapshot alone
         if doc is None:
+            self._snap.stamp_key(key, read_at)  # empty as of then: older replays stay out
             self._remember_unknown(self._negative_keys, key, now)
             self._verified_keys.pop(key, None)
             if self._snap.remove(key):
@@ -345,6 +346,7 @@ class ConfigCache:
         # The read reflects every change to this document older than ``read_at`` (taken just
         # before it): a replayed message older than that must not move it back.
         self._snap.stamp(doc.get("_id"), read_at)
+        self._snap.stamp_key(key, read_at)
         old = self._snap.by_key.get(key)
         self._negative_keys.pop(key, None)
         if old != doc:

@@ -41,13 +41,14 @@ def container_of(doc: Doc) -> str | None:
 class Snapshot:
     """Key → document plus the container index; mutated in place only by its owner."""
 
-    __slots__ = ("by_container", "by_id", "by_key", "floor", "versions")
+    __slots__ = ("by_container", "by_id", "by_key", "floor", "key_versions", "versions")
 
     def __init__(self, *, floor: tuple[int, int] | None = None) -> None:
         self.by_key: dict[str, Doc] = {}
         self.by_container: dict[str, dict[str, Doc]] = {}
         self.by_id: dict[Hashable, str] = {}
         self.versions: dict[Hashable, tuple[int, int]] = {}
+        self.key_versions: dict[str, tuple[int, int]] = {}
         self.floor = floor
 
     def admits(self, doc_id: Any, ct: tuple[int, int] | None) -> bool:
@@ -63,19 +64,26 @@ class Snapshot:
         return known is None or ct >= known
 
     def admits_at(self, key: str | None, doc_id: Any, ct: tuple[int, int] | None) -> bool:
-        """:meth:`admits`, and not older than the *other* document ``key`` holds now.
+        """:meth:`admits`, and not older than what is known of ``key`` itself.
 
         A key can name several documents over time (deleted, then created again with a
-        new ``_id``): the replay of an earlier incarnation must not replace a later one.
+        new ``_id``; a document whose key changed): the replay of an earlier state of the
+        key -- another document, or none -- must not replace a later one.
         """
         if not self.admits(doc_id, ct):
             return False
-        held = None if key is None else self.by_key.get(key)
-        if held is None or "_id" not in held or doc_id is None:
+        if ct is None or key is None:
             return True
-        if id_token(held["_id"]) == id_token(doc_id):
-            return True
-        return self.admits(held["_id"], ct)
+        known = self.key_versions.get(key, self.floor)
+        return known is None or ct >= known
+
+    def stamp_key(self, key: str | None, ct: tuple[int, int] | None) -> None:
+        """Record that ``key`` is known as of cluster time ``ct`` (a change or a read)."""
+        if ct is None or key is None:
+            return
+        known = self.key_versions.get(key)
+        if known is None or ct > known:
+            self.key_versions[key] = ct
 
     def stamp(self, doc_id: Any, ct: tuple[int, int] | None) -> None:
         """Record that the change of cluster time ``ct`` to ``doc_id`` was applied."""

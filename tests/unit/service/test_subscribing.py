@@ -543,3 +543,15 @@ async def test_a_refetch_that_finds_another_document_does_not_stamp_the_moved_on
     assert await rig.sub.follow() == "silent"
     assert rig.doc("a") == {**config("a", v="doc2"), "_id": 2}
     assert rig.doc("b") == {**config("b", v="doc1-moved"), "_id": 1}
+
+
+async def test_a_key_read_as_absent_is_not_revived_by_an_older_replay() -> None:
+    """MongoDB said no config has key a (as of T): a replayed create from before T stays out."""
+    rig = await Rig([{**config("a", v="old-life"), "_id": 1}]).started()
+    rig.store.docs.clear()
+    rig.store.time = (300, 0)
+    rig.clock.advance(31.0)
+    assert await rig.cache.get_config_by_source_id("a") is None
+    rig.feed.push_messages(upsert(1, "a", v="earlier-life", ct=(250, 0), doc_id=2))
+    assert await rig.sub.follow() == "silent"
+    assert rig.doc("a") is None
