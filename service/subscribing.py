@@ -367,14 +367,18 @@ class Subscriber:
         return 1
 
     def _confirmed(self, heartbeat: Message, snapshot: Snapshot | None) -> None:
-        """A heartbeat at our seq: current as of ``behind`` seconds ago (a replaying watcher
-        trails real time); live only while that is well inside the staleness bound."""
+        """A heartbeat at our seq: current as of ``behind`` seconds before it was sent (a
+        replaying watcher trails real time), plus however long it took to reach us (a
+        starved process or a slow Redis); live only while that is well inside the bound."""
         if snapshot is not None or self.state.pending_resync is not None:
             return
-        behind = heartbeat.behind or 0.0
-        self.state.behind_s = behind
-        self._cache.mark_fresh(behind)
-        self._set_active(behind <= self._cache.max_staleness_s / 2)
+        in_transit = (
+            max(0.0, self._wall() - heartbeat.published_at) if heartbeat.published_at else 0.0
+        )
+        age = (heartbeat.behind or 0.0) + in_transit
+        self.state.behind_s = age
+        self._cache.mark_fresh(age)
+        self._set_active(age <= self._cache.max_staleness_s / 2)
 
     def _publish_position(self) -> None:
         pos = self._seq.position
