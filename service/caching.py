@@ -290,7 +290,10 @@ class ConfigCache:
         read_at = await self._read_floor()
         doc = await self._store.find_by_key(key)
         if self._lost_race(key, started):
-            return self._snap.by_key.get(key)  # the message is at least as new: it answers
+            # A change was applied meanwhile. While the stream is live it is at least as new
+            # as this read, and answers. While it is not, it may be a replay older than the
+            # read (a watcher catching up): the read, which began after the lookup, answers.
+            return self._snap.by_key.get(key) if self._trusted() else doc
         if self._reload_tick > started:
             return self._snap.by_key.get(key, doc)  # answer, but leave the new snapshot alone
         if doc is None:
