@@ -18,10 +18,11 @@ from typing import Any
 import bson
 from bson.timestamp import Timestamp
 
-from .errors import CommandError, bad_value, not_emulated
+from .errors import CommandError, bad_value, not_emulated, unknown_stage
+from .projecting import aggregate_project
 from .store import Entry, Store
 from .tokens import RANK_EVENT, RANK_INVALIDATE, RANK_START, Position, parse_token
-from .values import check_query, matches
+from .values import MISSING, check_query, matches
 from .wire import CODEC, MAX_BSON_SIZE
 
 _OPTIONS = {
@@ -46,7 +47,7 @@ class StreamCursor:
     coll: str | None  # None: a whole database (or the cluster when all_dbs)
     all_dbs: bool
     update_lookup: bool
-    filters: list[dict[str, Any]] = field(default_factory=list)
+    stages: list[tuple[str, Any]] = field(default_factory=list)  # ($match|$project, spec)
     position: Position = Position(0, 0, RANK_START)
 
 
@@ -95,7 +96,7 @@ def open_stream(store: Store, db: str, target: Any, pipeline: list[Any]) -> Stre
         coll=coll,
         all_dbs=all_dbs,
         update_lookup=full == "updateLookup",
-        filters=_filters(pipeline[1:]),
+        stages=_stages(pipeline[1:]),
     )
     cursor.position = _start_position(store, options)
     return cursor
@@ -119,8 +120,8 @@ def _target(db: str, target: Any, all_dbs: bool) -> tuple[str | None, bool]:
     return target, False
 
 
-def _filters(stages: list[Any]) -> list[dict[str, Any]]:
-    filters: list[dict[str, Any]] = []
+def _stages(stages: list[Any]) -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
     for stage in stages:
         if not isinstance(stage, dict) or len(stage) != 1:
             raise CommandError(
@@ -131,13 +132,44 @@ def _filters(stages: list[Any]) -> list[dict[str, Any]]:
             raise CommandError(
                 40602, "$changeStream is only valid as the first stage in a pipeline."
             )
-        if name != "$match":
-            raise not_emulated(f"the {name} stage after $changeStream (only $match is)")
-        if not isinstance(spec, dict):
-            raise CommandError(15959, "the match filter must be an expression in an object")
-        check_query(spec)
-        filters.append(spec)
-    return filters
+        if name == "$match":
+            if not isinstance(spec, dict):
+                raise CommandError(15959, "the match filter must be an expression in an object")
+            check_query(spec)
+        elif name == "$project":
+            aggregate_project({}, spec)  # refuse a bad specification when the stream opens
+        else:
+            raise unknown_stage(name, "after $changeStream (only $match and $project are)")
+        out.append((name, spec))
+    return out
+
+
+def _shape(cursor: StreamCursor, event: dict[str, Any]) -> dict[str, Any] | None:
+    """Run the stream's own stages on one event; None when a $match drops it.
+
+    An event whose ``_id`` (its resume token) a stage removed or changed fails the stream
+    with 280 when it is returned, as on the server.
+    """
+    token = event["_id"]
+    for name, spec in cursor.stages:
+        if name == "$match":
+            if not matches(event, spec):
+                return None
+        else:
+            event = aggregate_project(event, spec)
+    if event.get("_id", MISSING) != token:
+        raise _token_modified()
+    return event
+
+
+def _token_modified() -> CommandError:
+    return CommandError(
+        280,
+        "Encountered an event whose _id field, which contains the resume token, was modified "
+        "by the pipeline. Modifying the _id field of an event makes it impossible to resume "
+        "the stream from that point. Only transformations that retain the unmodified _id "
+        "field are allowed.",
+    )
 
 
 def _start_position(store: Store, options: dict[str, Any]) -> Position:
@@ -201,9 +233,11 @@ def next_batch(store: Store, cursor: StreamCursor, limit: int | None) -> tuple[l
                 out.append(bson.encode(event, codec_options=CODEC))
                 cursor.position = pos
                 return out, True
-            if not all(matches(event, f) for f in cursor.filters):
+            shaped = _shape(cursor, event)
+            if shaped is None:
                 position = pos
                 continue
+            event = shaped
             raw = bson.encode(event, codec_options=CODEC)
             if out and size + len(raw) > MAX_BSON_SIZE:
                 stop = True

@@ -17,7 +17,9 @@ import bson
 from bson.int64 import Int64
 
 from .changestreams import StreamCursor, history_lost, is_change_stream, next_batch, open_stream
-from .errors import CommandError, not_emulated
+from .errors import CommandError, not_emulated, unknown_stage
+from .injecting import injected_error
+from .projecting import aggregate_project
 from .shaping import project, sort_documents
 from .state import Context, FindCursor, command
 from .values import MISSING, as_number, canon, lookup, matches, sort_key
@@ -108,6 +110,12 @@ async def get_more(ctx: Context) -> dict[str, Any]:
             f"Requested getMore on namespace '{ctx.db}.{coll}', but cursor belongs to a "
             f"different namespace {cursor.ns}",
         )
+    app_name = ctx.conn.app_name if ctx.conn is not None else None
+    point = ctx.state.faults.points.after_checkout(app_name, cursor.ns)
+    if point is not None:
+        error = injected_error(ctx.state, point, "getMore", ctx.command)
+        ctx.state.cursors.kill(cursor.id)  # a getMore that fails destroys its cursor
+        raise error
     if isinstance(cursor, FindCursor):
         batch = take_batch(cursor, batch_size)
         if cursor.offset >= len(cursor.docs):
@@ -249,12 +257,12 @@ def _run_stage(stage: Any, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             raise CommandError(15956, f"invalid argument to {name} stage")
         return docs[int(amount) :] if name == "$skip" else docs[: int(amount)]
     if name == "$project":
-        return [project(doc, spec) for doc in docs]
+        return [aggregate_project(doc, spec) for doc in docs]
     if name == "$count":
         return [{spec: len(docs)}] if docs else []
     if name == "$group":
         return _group(spec, docs)
-    raise not_emulated(f"the {name} aggregation stage")
+    raise unknown_stage(name)
 
 
 def _expression(expr: Any) -> Callable[[dict[str, Any]], Any]:
