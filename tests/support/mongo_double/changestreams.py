@@ -273,7 +273,7 @@ def _covers(cursor: StreamCursor, entry: Entry) -> bool:
         return False
     if cursor.coll is None:
         return entry.coll is None or not entry.coll.startswith("system.")
-    return entry.coll == cursor.coll
+    return cursor.coll in (entry.coll, entry.to)
 
 
 def _render(
@@ -296,8 +296,10 @@ def _render(
         event["documentKey"] = entry.key
     if entry.description is not None:
         event["updateDescription"] = entry.description
+    if entry.to is not None:
+        event["to"] = {"db": entry.db, "coll": entry.to}
     rendered = [(entry.pos, event)]
-    invalidates = (entry.op == "drop" and cursor.coll is not None) or (
+    invalidates = (entry.op in ("drop", "rename") and cursor.coll is not None) or (
         entry.op == "dropDatabase" and cursor.coll is None and not cursor.all_dbs
     )
     if invalidates:

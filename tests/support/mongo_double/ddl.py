@@ -2,8 +2,10 @@
 
 Unique indexes (optionally sparse or partial) are enforced on exact field values; other
 index types are only recorded so ``listIndexes`` shows them. Dropping a collection records
-a ``drop`` entry (streams on it then see ``drop`` + ``invalidate``); dropping a database
-records one ``drop`` per collection and then ``dropDatabase``.
+a ``drop`` entry (streams on it then see ``drop`` + ``invalidate``); renaming one (within
+its database) records a ``rename`` entry, which streams on the old or the new name see as
+``rename`` (with ``to``) + ``invalidate``; dropping a database records one ``drop`` per
+collection and then ``dropDatabase``.
 """
 
 from __future__ import annotations
@@ -46,6 +48,26 @@ async def drop(ctx: Context) -> dict[str, Any]:
     coll = ctx.store.drop(ctx.db, name)
     indexes = 0 if coll is None else len(coll.indexes)
     return {"nIndexesWas": indexes, "ns": f"{ctx.db}.{name}", "ok": 1.0}
+
+
+@command("renameCollection")
+async def rename_collection(ctx: Context) -> dict[str, Any]:
+    if ctx.db != "admin":
+        raise CommandError(13, "renameCollection may only be run against the admin database.")
+    source, target = ctx.arg("renameCollection", str), ctx.arg("to", str)
+    source_db, _, source_coll = source.partition(".")
+    target_db, _, target_coll = target.partition(".")
+    if not source_coll or not target_coll:
+        bad = source if not source_coll else target
+        raise CommandError(73, f"Invalid namespace specified '{bad}'")
+    if source_db != target_db:
+        raise not_emulated("renameCollection across databases")
+    if source_coll == target_coll:
+        raise CommandError(20, "Can't rename a collection to itself")
+    ctx.store.rename(
+        source_db, source_coll, target_coll, drop_target=bool(ctx.command.get("dropTarget"))
+    )
+    return {"ok": 1.0}
 
 
 @command("dropDatabase")

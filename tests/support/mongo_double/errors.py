@@ -17,6 +17,7 @@ CODE_NAMES: dict[int, str] = {
     9: "FailedToParse",
     13: "Unauthorized",
     14: "TypeMismatch",
+    15: "Overflow",
     20: "IllegalOperation",
     22: "InvalidBSON",
     26: "NamespaceNotFound",

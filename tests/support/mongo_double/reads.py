@@ -226,6 +226,14 @@ async def aggregate(ctx: Context) -> dict[str, Any]:
 def _open_change_stream(
     ctx: Context, target: Any, pipeline: list[Any], batch_size: Any
 ) -> dict[str, Any]:
+    concern = ctx.command.get("readConcern")
+    level = concern.get("level") if isinstance(concern, dict) else None
+    if level is not None and level != "majority":
+        raise CommandError(
+            72,
+            "Aggregation stage $changeStream cannot run with a readConcern other than "
+            f"'majority'. Current readConcern: {{ level: \"{level}\" }}",
+        )
     cursor = open_stream(ctx.store, ctx.db, target, pipeline)
     if cursor.position < ctx.store.floor:
         raise history_lost()

@@ -22,9 +22,10 @@ import bson
 from bson.binary import Binary
 from bson.objectid import ObjectId
 
+from .describing import update_description
 from .errors import CommandError
 from .tokens import RANK_EVENT, RANK_START, Clock, Position
-from .updates import id_first, update_description, validate_document
+from .updates import id_first, validate_document
 from .values import MISSING, canon, check_query, get_path, matches
 from .wire import CODEC, MAX_BSON_SIZE
 
@@ -52,12 +53,13 @@ class Entry:
 
     pos: Position
     wall: float  # seconds since the epoch; rendered as a BSON date with millisecond precision
-    op: str  # insert | update | replace | delete | drop | dropDatabase
+    op: str  # insert | update | replace | delete | drop | rename | dropDatabase
     db: str
     coll: str | None
     key: dict[str, Any] | None
     full: StoredDoc | None
     description: dict[str, Any] | None
+    to: str | None = None  # rename: the new collection name (same database)
 
 
 class Collection:
@@ -223,7 +225,7 @@ class Store:
         self, coll: Collection, old: StoredDoc, new_doc: dict[str, Any], op: str
     ) -> StoredDoc | None:
         """Store ``new_doc`` in place of ``old`` (op: update|replace); None if nothing changed."""
-        item = stored(validate_document(new_doc))
+        item = stored(validate_document(new_doc, inserting=False))
         if item.raw == old.raw:
             return None
         id_key = canon(old.doc["_id"])
@@ -252,6 +254,20 @@ class Store:
             self._record("drop", db, name, None, None, None)
         return coll
 
+    def rename(self, db: str, source: str, target: str, *, drop_target: bool) -> None:
+        """Rename ``db.source`` to ``db.target`` (streams on either see rename + invalidate)."""
+        coll = self.collections.get((db, source))
+        if coll is None:
+            raise CommandError(26, f"Source collection {db}.{source} does not exist")
+        if (db, target) in self.collections:
+            if not drop_target:
+                raise CommandError(48, "target namespace exists")
+            self.drop(db, target)
+        del self.collections[(db, source)]
+        coll.name = target
+        self.collections[(db, target)] = coll
+        self._record("rename", db, source, None, None, None, to=target)
+
     def drop_database(self, db: str) -> None:
         names = self.collection_names(db)
         for name in names:
@@ -268,11 +284,12 @@ class Store:
         key: dict[str, Any] | None,
         full: StoredDoc | None,
         description: dict[str, Any] | None,
+        *,
+        to: str | None = None,
     ) -> None:
         ts = self.clock.tick()
-        entry = Entry(
-            Position(ts.time, ts.inc, RANK_EVENT), time.time(), op, db, coll, key, full, description
-        )
+        pos = Position(ts.time, ts.inc, RANK_EVENT)
+        entry = Entry(pos, time.time(), op, db, coll, key, full, description, to)
         self.history.append(entry)
         if self.history_limit is not None:
             self._trim()
