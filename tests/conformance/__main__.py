@@ -1,6 +1,6 @@
 """Run PyMongo's own tests against the MongoDB wire double and print the table.
 
-``python -m tests.conformance [--cache DIR]`` (what ``scripts/conformance.sh``
+``python -m tests.conformance [--cache DIR] [--selection FILE]`` (what ``scripts/conformance.sh``
 and ``make conformance`` run): fetches the sdist of the pymongo version pinned in
 pyproject.toml once into ``.cache/conformance`` (``pip download --no-binary :all:``), starts
 the double on a free port as its own process, runs the selected tests from the unpacked
@@ -22,7 +22,7 @@ import time
 import tomllib
 from pathlib import Path
 
-from .selection import Selection, load, record, table
+from .selection import SELECTION, Selection, load, record, table
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CACHE = ROOT / ".cache" / "conformance"
@@ -99,9 +99,10 @@ def collect(selection: Selection, root: Path, port: int) -> list[tuple[str, str,
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.conformance", description=__doc__)
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="sdist cache dir")
+    parser.add_argument("--selection", type=Path, default=SELECTION, help="selection file")
     args = parser.parse_args(argv)
     started = time.monotonic()
-    selection = load()
+    selection = load(args.selection)
     root = sdist_root(args.cache, pinned_pymongo())
     proc, port = start_double()
     try:
