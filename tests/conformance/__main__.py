@@ -53,7 +53,10 @@ def sdist_root(cache: Path, version: str) -> Path:
             check=True,
         )
     with tarfile.open(archive) as tar:
-        tar.extractall(cache, filter="data")
+        if hasattr(tarfile, "data_filter"):  # Python 3.11.4+: refuse links and paths outside
+            tar.extractall(cache, filter="data")
+        else:
+            tar.extractall(cache)
     return root
 
 
