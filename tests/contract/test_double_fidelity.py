@@ -125,3 +125,39 @@ async def test_documents_deeper_than_100_levels_are_refused(mongo_target: MongoT
         assert await coll.count_documents({}) == 1
     finally:
         await client.close()
+
+
+async def test_ddl_events_only_on_expanded_streams(mongo_target: MongoTarget) -> None:
+    """create/createIndexes show only with showExpandedEvents; a plain stream skips them."""
+    client = mongo_target.client()
+    try:
+        coll = client[mongo_target.db][mongo_target.collection]
+        async with (
+            await coll.watch(max_await_time_ms=AWAIT_MS) as plain,
+            await coll.watch(max_await_time_ms=AWAIT_MS, show_expanded_events=True) as expanded,
+        ):
+            await coll.insert_one({"_id": 1})  # creates the collection
+            await coll.create_index("x", name="x_1")
+            await coll.insert_one({"_id": 2})
+            seen = await drain(expanded, 4)
+            assert [e["operationType"] for e in await drain(plain, 2)] == ["insert", "insert"]
+        assert [e["operationType"] for e in seen] == ["create", "insert", "createIndexes", "insert"]
+        assert seen[2]["operationDescription"]["indexes"][0]["name"] == "x_1"
+        assert all("collectionUUID" in e for e in seen)
+    finally:
+        await client.close()
+
+
+async def test_disambiguated_paths_on_expanded_streams(mongo_target: MongoTarget) -> None:
+    """An index-like field name is disambiguated (array indices as ints) when expanded."""
+    client = mongo_target.client()
+    try:
+        coll = client[mongo_target.db][mongo_target.collection]
+        await coll.insert_one({"_id": 1, "a": [{"1": 1}]})
+        async with await coll.watch(max_await_time_ms=AWAIT_MS, show_expanded_events=True) as s:
+            await coll.update_one({"_id": 1}, {"$set": {"a.0.1": 2}})
+            (event,) = await drain(s, 1)
+        assert event["updateDescription"]["updatedFields"] == {"a.0.1": 2}
+        assert event["updateDescription"]["disambiguatedPaths"] == {"a.0.1": ["a", 0, "1"]}
+    finally:
+        await client.close()

@@ -35,6 +35,8 @@ _OPTIONS = {
     "showExpandedEvents",
 }
 _INTERNAL_DBS = {"admin", "config", "local"}
+# Entries only a stream opened with showExpandedEvents reports.
+EXPANDED_OPS = frozenset({"create", "createIndexes", "dropIndexes"})
 
 
 @dataclass(slots=True)
@@ -47,6 +49,7 @@ class StreamCursor:
     coll: str | None  # None: a whole database (or the cluster when all_dbs)
     all_dbs: bool
     update_lookup: bool
+    expanded: bool = False  # showExpandedEvents: DDL events, collectionUUID, operationDescription
     stages: list[tuple[str, Any]] = field(default_factory=list)  # ($match|$project, spec)
     position: Position = Position(0, 0, RANK_START)
 
@@ -87,8 +90,9 @@ def open_stream(store: Store, db: str, target: Any, pipeline: list[Any]) -> Stre
         raise bad_value(f"unknown fullDocument mode: {full!r}")
     if options.get("fullDocumentBeforeChange", "off") != "off":
         raise not_emulated("fullDocumentBeforeChange (pre-images)")
-    if options.get("showExpandedEvents"):
-        raise not_emulated("showExpandedEvents")
+    expanded = options.get("showExpandedEvents", False)
+    if not isinstance(expanded, bool):
+        raise CommandError(14, "$changeStream.showExpandedEvents must be a boolean")
     cursor = StreamCursor(
         id=0,
         ns=f"{db}.{coll}" if coll is not None else f"{db}.$cmd.aggregate",
@@ -96,6 +100,7 @@ def open_stream(store: Store, db: str, target: Any, pipeline: list[Any]) -> Stre
         coll=coll,
         all_dbs=all_dbs,
         update_lookup=full == "updateLookup",
+        expanded=expanded,
         stages=_stages(pipeline[1:]),
     )
     cursor.position = _start_position(store, options)
@@ -279,7 +284,7 @@ def _covers(cursor: StreamCursor, entry: Entry) -> bool:
 def _render(
     store: Store, cursor: StreamCursor, entry: Entry
 ) -> list[tuple[Position, dict[str, Any]]]:
-    if not _covers(cursor, entry):
+    if not _covers(cursor, entry) or (entry.op in EXPANDED_OPS and not cursor.expanded):
         return []
     if entry.op == "dropDatabase" and cursor.coll is not None:
         return []  # the collection's own drop entry already invalidated this stream
@@ -295,9 +300,14 @@ def _render(
     if entry.key is not None:
         event["documentKey"] = entry.key
     if entry.description is not None:
-        event["updateDescription"] = entry.description
+        event["updateDescription"] = _description(entry.description, cursor.expanded)
     if entry.to is not None:
         event["to"] = {"db": entry.db, "coll": entry.to}
+    if cursor.expanded:
+        if entry.uuid is not None:
+            event["collectionUUID"] = entry.uuid
+        if entry.info is not None:
+            event["operationDescription"] = entry.info
     rendered = [(entry.pos, event)]
     invalidates = (entry.op in ("drop", "rename") and cursor.coll is not None) or (
         entry.op == "dropDatabase" and cursor.coll is None and not cursor.all_dbs
@@ -306,6 +316,14 @@ def _render(
         pos = Position(entry.pos.time, entry.pos.inc, RANK_INVALIDATE)
         rendered.append((pos, _base(pos, "invalidate", entry, store.deployment)))
     return rendered
+
+
+def _description(description: dict[str, Any], expanded: bool) -> dict[str, Any]:
+    """``disambiguatedPaths`` only on expanded streams, and only when a path is ambiguous."""
+    paths = description.get("disambiguatedPaths")
+    if expanded and paths:
+        return description
+    return {k: v for k, v in description.items() if k != "disambiguatedPaths"}
 
 
 def _base(pos: Position, op: str, entry: Entry, deployment: str) -> dict[str, Any]:

@@ -121,6 +121,7 @@ async def create_indexes(ctx: Context) -> dict[str, Any]:
     coll = ctx.store.collection(ctx.db, name, create=True)
     assert coll is not None
     before = len(coll.indexes)
+    added: list[dict[str, Any]] = []
     for spec in specs:
         if not isinstance(spec, dict) or not isinstance(spec.get("key"), dict) or not spec["key"]:
             raise CommandError(9, "Index spec must have a non-empty 'key' object")
@@ -129,6 +130,8 @@ async def create_indexes(ctx: Context) -> dict[str, Any]:
         _check_conflicts(coll.indexes, spec)
         if spec["name"] not in coll.indexes:
             coll.add_index({"v": 2, **spec})
+            added.append(coll.indexes[spec["name"]])
+    ctx.store.indexes_changed(coll, "createIndexes", added)
     reply: dict[str, Any] = {
         "numIndexesBefore": before,
         "numIndexesAfter": len(coll.indexes),
@@ -162,8 +165,10 @@ async def drop_indexes(ctx: Context) -> dict[str, Any]:
         raise CommandError(26, f"ns not found {ctx.db}.{name}")
     before = len(coll.indexes)
     target = ctx.command.get("index")
+    dropped: list[dict[str, Any]] = []
     if target == "*":
         for index_name in [n for n in coll.indexes if n != "_id_"]:
+            dropped.append(coll.indexes[index_name])
             coll.drop_index(index_name)
     else:
         matches_target = [
@@ -177,5 +182,7 @@ async def drop_indexes(ctx: Context) -> dict[str, Any]:
             )
         if matches_target[0] == "_id_":
             raise CommandError(72, "cannot drop _id index")
+        dropped.append(coll.indexes[matches_target[0]])
         coll.drop_index(matches_target[0])
+    ctx.store.indexes_changed(coll, "dropIndexes", dropped)
     return {"nIndexesWas": before, "ok": 1.0}

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import bson
+from bson.binary import Binary
 from bson.objectid import ObjectId
 
 from .collection import Collection, StoredDoc, stored
@@ -35,13 +36,16 @@ class Entry:
 
     pos: Position
     wall: float  # seconds since the epoch; rendered as a BSON date with millisecond precision
-    op: str  # insert | update | replace | delete | drop | rename | dropDatabase
+    op: str  # insert | update | replace | delete | drop | rename | dropDatabase, or one of
+    # the DDL entries only expanded streams show: create | createIndexes | dropIndexes
     db: str
     coll: str | None
     key: dict[str, Any] | None
     full: StoredDoc | None
     description: dict[str, Any] | None
     to: str | None = None  # rename: the new collection name (same database)
+    uuid: Binary | None = None  # the collection's UUID (collectionUUID of expanded events)
+    info: dict[str, Any] | None = None  # operationDescription of an expanded (DDL) event
 
 
 class Store:
@@ -63,7 +67,14 @@ class Store:
         coll = self.collections.get((db, name))
         if coll is None and create:
             coll = self.collections[(db, name)] = Collection(db, name)
+            info = {"idIndex": dict(coll.indexes["_id_"])}
+            self._record("create", db, name, None, None, None, info=info)
         return coll
+
+    def indexes_changed(self, coll: Collection, op: str, specs: list[dict[str, Any]]) -> None:
+        """Record a createIndexes/dropIndexes entry (seen by expanded streams only)."""
+        if specs:
+            self._record(op, coll.db, coll.name, None, None, None, info={"indexes": specs})
 
     def collection_names(self, db: str) -> list[str]:
         return [name for (d, name) in self.collections if d == db]
@@ -139,7 +150,7 @@ class Store:
     def drop(self, db: str, name: str) -> Collection | None:
         coll = self.collections.pop((db, name), None)
         if coll is not None:
-            self._record("drop", db, name, None, None, None)
+            self._record("drop", db, name, None, None, None, uuid=coll.uuid)
         return coll
 
     def rename(self, db: str, source: str, target: str, *, drop_target: bool) -> None:
@@ -147,14 +158,17 @@ class Store:
         coll = self.collections.get((db, source))
         if coll is None:
             raise CommandError(26, f"Source collection {db}.{source} does not exist")
+        info: dict[str, Any] = {"to": {"db": db, "coll": target}}
         if (db, target) in self.collections:
             if not drop_target:
                 raise CommandError(48, "target namespace exists")
-            self.drop(db, target)
+            dropped = self.drop(db, target)
+            assert dropped is not None
+            info["dropTarget"] = dropped.uuid
         del self.collections[(db, source)]
         coll.name = target
         self.collections[(db, target)] = coll
-        self._record("rename", db, source, None, None, None, to=target)
+        self._record("rename", db, source, None, None, None, to=target, uuid=coll.uuid, info=info)
 
     def drop_database(self, db: str) -> None:
         names = self.collection_names(db)
@@ -174,10 +188,14 @@ class Store:
         description: dict[str, Any] | None,
         *,
         to: str | None = None,
+        uuid: Binary | None = None,
+        info: dict[str, Any] | None = None,
     ) -> None:
         ts = self.clock.tick()
         pos = Position(ts.time, ts.inc, RANK_EVENT)
-        entry = Entry(pos, time.time(), op, db, coll, key, full, description, to)
+        if uuid is None and coll is not None and (db, coll) in self.collections:
+            uuid = self.collections[(db, coll)].uuid
+        entry = Entry(pos, time.time(), op, db, coll, key, full, description, to, uuid, info)
         self.history.append(entry)
         if self.history_limit is not None:
             self._trim()
