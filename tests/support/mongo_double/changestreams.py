@@ -1,29 +1,28 @@
-"""Change streams over the double's history: opening, resuming, batching, rendering events.
+"""Change streams over the double's history: opening, resuming, batching, shaping events.
 
-A stream cursor is a position in the history plus a filter. Each batch renders the entries
-after that position the way a 7.0 primary does (``_id`` resume token, ``operationType``,
-``clusterTime``, ``wallTime``, ``ns``, ``documentKey``, ``fullDocument``,
-``updateDescription``), and reports a ``postBatchResumeToken``: the last returned event's
-token when it is the newest entry, otherwise a high-water mark past everything scanned, so
-resuming from it neither repeats nor misses an event. ``updateLookup`` reads the document's
-state when the event is *returned* (null once deleted), as the server does.
+A stream cursor is a position in the history plus its own stages (``$match``, ``$project``).
+Each batch renders the entries after that position (:mod:`.events`), runs the stages, and
+reports a ``postBatchResumeToken``: the last returned event's token when it is the newest
+entry, otherwise a high-water mark past everything scanned, so resuming from it neither
+repeats nor misses an event.
 """
 
 from __future__ import annotations
 
-import datetime
-from dataclasses import dataclass, field
 from typing import Any
 
 import bson
 from bson.timestamp import Timestamp
 
 from .errors import CommandError, bad_value, not_emulated, unknown_stage
+from .events import INTERNAL_DBS, StreamCursor, render
 from .projecting import aggregate_project
-from .store import Entry, Store
+from .store import Store
 from .tokens import RANK_EVENT, RANK_INVALIDATE, RANK_START, Position, parse_token
 from .values import MISSING, check_query, matches
 from .wire import CODEC, MAX_BSON_SIZE
+
+__all__ = ["StreamCursor", "history_lost", "is_change_stream", "next_batch", "open_stream"]
 
 _OPTIONS = {
     "fullDocument",
@@ -34,24 +33,6 @@ _OPTIONS = {
     "allChangesForCluster",
     "showExpandedEvents",
 }
-_INTERNAL_DBS = {"admin", "config", "local"}
-# Entries only a stream opened with showExpandedEvents reports.
-EXPANDED_OPS = frozenset({"create", "createIndexes", "dropIndexes"})
-
-
-@dataclass(slots=True)
-class StreamCursor:
-    """An open change stream: what it watches, how it renders, and where it stands."""
-
-    id: int
-    ns: str
-    db: str
-    coll: str | None  # None: a whole database (or the cluster when all_dbs)
-    all_dbs: bool
-    update_lookup: bool
-    expanded: bool = False  # showExpandedEvents: DDL events, collectionUUID, operationDescription
-    stages: list[tuple[str, Any]] = field(default_factory=list)  # ($match|$project, spec)
-    position: Position = Position(0, 0, RANK_START)
 
 
 def history_lost() -> CommandError:
@@ -116,7 +97,7 @@ def _target(db: str, target: Any, all_dbs: bool) -> tuple[str | None, bool]:
                 "'admin' database, and with no collection name",
             )
         return None, True
-    if db in _INTERNAL_DBS:
+    if db in INTERNAL_DBS:
         raise CommandError(73, f"$changeStream may not be opened on the internal {db} database")
     if target == 1:
         return None, False
@@ -231,7 +212,7 @@ def next_batch(store: Store, cursor: StreamCursor, limit: int | None) -> tuple[l
     exhausted = True
     for entry in store.entries_from(position):
         stop = False
-        for pos, event in _render(store, cursor, entry):
+        for pos, event in render(store, cursor, entry):
             if pos <= position:
                 continue
             if event["operationType"] == "invalidate":
@@ -269,68 +250,3 @@ def next_batch(store: Store, cursor: StreamCursor, limit: int | None) -> tuple[l
         position = max(position, store.clock.high_water_mark())
     cursor.position = position
     return out, False
-
-
-def _covers(cursor: StreamCursor, entry: Entry) -> bool:
-    if cursor.all_dbs:
-        return entry.db not in _INTERNAL_DBS
-    if entry.db != cursor.db:
-        return False
-    if cursor.coll is None:
-        return entry.coll is None or not entry.coll.startswith("system.")
-    return cursor.coll in (entry.coll, entry.to)
-
-
-def _render(
-    store: Store, cursor: StreamCursor, entry: Entry
-) -> list[tuple[Position, dict[str, Any]]]:
-    if not _covers(cursor, entry) or (entry.op in EXPANDED_OPS and not cursor.expanded):
-        return []
-    if entry.op == "dropDatabase" and cursor.coll is not None:
-        return []  # the collection's own drop entry already invalidated this stream
-    event = _base(entry.pos, entry.op, entry, store.deployment)
-    if entry.op in {"insert", "replace"}:
-        assert entry.full is not None
-        event["fullDocument"] = entry.full.doc
-    elif entry.op == "update" and cursor.update_lookup:
-        assert entry.key is not None and entry.coll is not None
-        current = store.lookup_id(entry.db, entry.coll, entry.key["_id"])
-        event["fullDocument"] = None if current is None else current.doc
-    event["ns"] = {"db": entry.db} if entry.coll is None else {"db": entry.db, "coll": entry.coll}
-    if entry.key is not None:
-        event["documentKey"] = entry.key
-    if entry.description is not None:
-        event["updateDescription"] = _description(entry.description, cursor.expanded)
-    if entry.to is not None:
-        event["to"] = {"db": entry.db, "coll": entry.to}
-    if cursor.expanded:
-        if entry.uuid is not None:
-            event["collectionUUID"] = entry.uuid
-        if entry.info is not None:
-            event["operationDescription"] = entry.info
-    rendered = [(entry.pos, event)]
-    invalidates = (entry.op in ("drop", "rename") and cursor.coll is not None) or (
-        entry.op == "dropDatabase" and cursor.coll is None and not cursor.all_dbs
-    )
-    if invalidates:
-        pos = Position(entry.pos.time, entry.pos.inc, RANK_INVALIDATE)
-        rendered.append((pos, _base(pos, "invalidate", entry, store.deployment)))
-    return rendered
-
-
-def _description(description: dict[str, Any], expanded: bool) -> dict[str, Any]:
-    """``disambiguatedPaths`` only on expanded streams, and only when a path is ambiguous."""
-    paths = description.get("disambiguatedPaths")
-    if expanded and paths:
-        return description
-    return {k: v for k, v in description.items() if k != "disambiguatedPaths"}
-
-
-def _base(pos: Position, op: str, entry: Entry, deployment: str) -> dict[str, Any]:
-    return {
-        "_id": pos.token(deployment),
-        "operationType": op,
-        "clusterTime": Timestamp(pos.time, pos.inc),
-        "wallTime": datetime.datetime(1970, 1, 1)
-        + datetime.timedelta(milliseconds=int(entry.wall * 1000)),
-    }
