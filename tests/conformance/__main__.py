@@ -26,6 +26,7 @@ from .selection import SELECTION, Selection, load, record, table
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CACHE = ROOT / ".cache" / "conformance"
+TEST_TIMEOUT_S = 60  # per test (pytest-timeout, a dev dependency); the slowest takes ~2 s
 
 
 def pinned_pymongo() -> str:
@@ -83,6 +84,7 @@ def pytest(root: Path, port: int, args: list[str]) -> subprocess.CompletedProces
     env = {**os.environ, "DB_IP": "127.0.0.1", "DB_PORT": str(port)}
     env.pop("PYTHONPATH", None)  # the sdist's own pymongo/bson/test packages, from its root
     command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-o", "log_cli=false"]
+    command += [f"--timeout={TEST_TIMEOUT_S}"]  # a hung test fails instead of stalling the run
     return subprocess.run(command + args, cwd=root, env=env, text=True, capture_output=True)
 
 

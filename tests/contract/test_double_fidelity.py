@@ -161,3 +161,32 @@ async def test_disambiguated_paths_on_expanded_streams(mongo_target: MongoTarget
         assert event["updateDescription"]["disambiguatedPaths"] == {"a.0.1": ["a", 0, "1"]}
     finally:
         await client.close()
+
+
+async def test_pre_and_post_images_once_enabled(mongo_target: MongoTarget) -> None:
+    """With changeStreamPreAndPostImages, events carry the images; without, required fails."""
+    client = mongo_target.client()
+    try:
+        db = client[mongo_target.db]
+        coll = await db.create_collection(mongo_target.collection)
+        await coll.insert_one({"_id": 1, "v": 1})
+        options: dict[str, Any] = {
+            "full_document": "required",
+            "full_document_before_change": "required",
+        }
+        async with await coll.watch(max_await_time_ms=AWAIT_MS, **options) as stream:
+            await coll.update_one({"_id": 1}, {"$set": {"v": 2}})
+            with pytest.raises(OperationFailure):
+                await drain(stream, 1)  # images were off when the update happened
+        await db.command(
+            {"collMod": mongo_target.collection, "changeStreamPreAndPostImages": {"enabled": True}}
+        )
+        async with await coll.watch(max_await_time_ms=AWAIT_MS, **options) as stream:
+            await coll.update_one({"_id": 1}, {"$set": {"v": 3}})
+            await coll.delete_one({"_id": 1})
+            update, delete = await drain(stream, 2)
+        assert update["fullDocumentBeforeChange"] == {"_id": 1, "v": 2}
+        assert update["fullDocument"] == {"_id": 1, "v": 3}
+        assert delete["fullDocumentBeforeChange"] == {"_id": 1, "v": 3}
+    finally:
+        await client.close()

@@ -32,12 +32,15 @@ What it does
       Retryable writes are deduplicated by (lsid, txnNumber) like the server. Unknown
       commands → 59 CommandNotFound, unknown fail points → 266 FailPointSetFailed.
     * Change streams on a collection, a database or the cluster: ``$changeStream`` with
-      ``fullDocument`` default/updateLookup, ``resumeAfter``, ``startAfter``,
+      ``fullDocument`` default/updateLookup/whenAvailable/required and
+      ``fullDocumentBeforeChange`` (pre- and post-images of collections created or
+      collMod-ed with ``changeStreamPreAndPostImages``), ``resumeAfter``, ``startAfter``,
       ``startAtOperationTime``, followed by ``$match`` and ``$project`` stages (an event
       whose ``_id`` was changed fails with 280); a readConcern other than majority is
       refused (72). Events: insert, update (array deltas with ``truncatedArrays``),
       replace, delete, drop, rename (with ``to``), dropDatabase, invalidate; with
-      ``showExpandedEvents`` also create, createIndexes, dropIndexes, ``collectionUUID``,
+      ``showExpandedEvents`` also create, createIndexes, dropIndexes, modify (collMod),
+      ``collectionUUID``,
       ``operationDescription`` and ``disambiguatedPaths``.
       ``postBatchResumeToken`` on every cursor reply; getMore waits up to ``maxTimeMS``
       (default 1 s) and wakes on a write. A no-op advances cluster time every
@@ -72,8 +75,8 @@ What it does NOT emulate
     other than majority as the server does), replication (one member; no secondaries,
     elections or rollbacks; every write is majority-committed at once), a real oplog (the
     history is an in-memory list and tokens are the double's own opaque format, so they
-    are not interchangeable with a real server's), pre/post-images, the expanded events of
-    collMod and views (``modify``; collMod is an unknown command), renameCollection
+    are not interchangeable with a real server's), collMod options other than
+    changeStreamPreAndPostImages, views, ``$changeStreamSplitLargeEvent``, renameCollection
     across databases, capped collections and tailable find cursors, views, collation
     (refused), regex queries, $expr/$where/$text, aggregation expression operators other
     than $literal, array filters (refused), multikey semantics of unique indexes, cursor

@@ -14,7 +14,7 @@ from typing import Any
 import bson
 from bson.timestamp import Timestamp
 
-from .errors import CommandError, bad_value, not_emulated, unknown_stage
+from .errors import CommandError, bad_value, unknown_stage
 from .events import INTERNAL_DBS, StreamCursor, render
 from .projecting import aggregate_project
 from .store import Store
@@ -65,12 +65,11 @@ def open_stream(store: Store, db: str, target: Any, pipeline: list[Any]) -> Stre
             raise CommandError(40415, f"BSON field '$changeStream.{key}' is an unknown field.")
     coll, all_dbs = _target(db, target, bool(options.get("allChangesForCluster", False)))
     full = options.get("fullDocument", "default")
-    if full not in {"default", "updateLookup"}:
-        if full in {"whenAvailable", "required"}:
-            raise not_emulated(f"fullDocument: {full!r} (post-images)")
+    if full not in {"default", "updateLookup", "whenAvailable", "required"}:
         raise bad_value(f"unknown fullDocument mode: {full!r}")
-    if options.get("fullDocumentBeforeChange", "off") != "off":
-        raise not_emulated("fullDocumentBeforeChange (pre-images)")
+    before = options.get("fullDocumentBeforeChange", "off")
+    if before not in {"off", "whenAvailable", "required"}:
+        raise bad_value(f"unknown fullDocumentBeforeChange mode: {before!r}")
     expanded = options.get("showExpandedEvents", False)
     if not isinstance(expanded, bool):
         raise CommandError(14, "$changeStream.showExpandedEvents must be a boolean")
@@ -81,6 +80,8 @@ def open_stream(store: Store, db: str, target: Any, pipeline: list[Any]) -> Stre
         coll=coll,
         all_dbs=all_dbs,
         update_lookup=full == "updateLookup",
+        post_images=full,
+        pre_images=before,
         expanded=expanded,
         stages=_stages(pipeline[1:]),
     )

@@ -45,6 +45,7 @@ class Collection:
         self.db = db
         self.name = name
         self.uuid = Binary(uuid.uuid4().bytes, 4)
+        self.images = False  # changeStreamPreAndPostImages: record pre- and post-images
         self.docs: dict[Hashable, StoredDoc] = {}
         self.indexes: dict[str, dict[str, Any]] = {
             "_id_": {"v": 2, "key": {"_id": 1}, "name": "_id_"}

@@ -22,9 +22,11 @@ _CREATE_OPTIONS_NOT_EMULATED = {
     "clusteredIndex",
     "viewOn",
     "validator",
-    "changeStreamPreAndPostImages",
     "encryptedFields",
 }
+
+
+_GENERIC_ARGUMENTS = {"lsid", "txnNumber", "writeConcern", "comment", "maxTimeMS", "apiVersion"}
 
 
 def _listing(ns: str, docs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -37,9 +39,38 @@ async def create(ctx: Context) -> dict[str, Any]:
     for option in _CREATE_OPTIONS_NOT_EMULATED & set(ctx.command):
         if ctx.command[option]:
             raise not_emulated(f"create with {option}")
+    images = _images_option(ctx.command.get("changeStreamPreAndPostImages"))
     # 7.0: creating an existing collection with identical (here: default) options succeeds.
-    ctx.store.collection(ctx.db, name, create=True)
+    coll = ctx.store.collection(ctx.db, name, create=True)
+    assert coll is not None
+    if images is not None:
+        coll.images = images
     return {"ok": 1.0}
+
+
+@command("collMod")
+async def coll_mod(ctx: Context) -> dict[str, Any]:
+    name = ctx.collection_name()
+    others = set(ctx.command) - {"collMod", "changeStreamPreAndPostImages"}
+    others = {k for k in others if not k.startswith("$") and k not in _GENERIC_ARGUMENTS}
+    if others:
+        raise not_emulated(f"collMod with {sorted(others)[0]}")
+    coll = ctx.store.collection(ctx.db, name)
+    if coll is None:
+        raise CommandError(26, f"ns does not exist: {ctx.db}.{name}")
+    images = _images_option(ctx.command.get("changeStreamPreAndPostImages"))
+    ctx.store.modify(coll, images)
+    return {"ok": 1.0}
+
+
+def _images_option(value: Any) -> bool | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not isinstance(value.get("enabled"), bool):
+        raise CommandError(
+            40414, "BSON field 'changeStreamPreAndPostImages.enabled' is missing or not a bool"
+        )
+    return bool(value["enabled"])
 
 
 @command("drop")

@@ -24,6 +24,7 @@ CODE_NAMES: dict[int, str] = {
     28: "PathNotViable",
     40: "ConflictingUpdateOperators",
     43: "CursorNotFound",
+    47: "NoMatchingDocument",
     48: "NamespaceExists",
     50: "MaxTimeMSExpired",
     59: "CommandNotFound",

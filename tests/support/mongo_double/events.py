@@ -17,12 +17,14 @@ from typing import Any
 
 from bson.timestamp import Timestamp
 
+from .collection import StoredDoc
+from .errors import CommandError
 from .store import Entry, Store
 from .tokens import RANK_INVALIDATE, RANK_START, Position
 
 INTERNAL_DBS = {"admin", "config", "local"}
 # Entries only a stream opened with showExpandedEvents reports.
-EXPANDED_OPS = frozenset({"create", "createIndexes", "dropIndexes"})
+EXPANDED_OPS = frozenset({"create", "createIndexes", "dropIndexes", "modify"})
 
 
 @dataclass(slots=True)
@@ -35,6 +37,8 @@ class StreamCursor:
     coll: str | None  # None: a whole database (or the cluster when all_dbs)
     all_dbs: bool
     update_lookup: bool
+    post_images: str = "default"  # fullDocument: default | updateLookup | whenAvailable | required
+    pre_images: str = "off"  # fullDocumentBeforeChange: off | whenAvailable | required
     expanded: bool = False  # showExpandedEvents: DDL events, collectionUUID, operationDescription
     stages: list[tuple[str, Any]] = field(default_factory=list)  # ($match|$project, spec)
     position: Position = Position(0, 0, RANK_START)
@@ -58,13 +62,7 @@ def render(
     if entry.op == "dropDatabase" and cursor.coll is not None:
         return []  # the collection's own drop entry already invalidated this stream
     event = _base(entry.pos, entry.op, entry, store.deployment)
-    if entry.op in {"insert", "replace"}:
-        assert entry.full is not None
-        event["fullDocument"] = entry.full.doc
-    elif entry.op == "update" and cursor.update_lookup:
-        assert entry.key is not None and entry.coll is not None
-        current = store.lookup_id(entry.db, entry.coll, entry.key["_id"])
-        event["fullDocument"] = None if current is None else current.doc
+    _documents(store, cursor, entry, event)
     event["ns"] = {"db": entry.db} if entry.coll is None else {"db": entry.db, "coll": entry.coll}
     if entry.key is not None:
         event["documentKey"] = entry.key
@@ -85,6 +83,35 @@ def render(
         pos = Position(entry.pos.time, entry.pos.inc, RANK_INVALIDATE)
         rendered.append((pos, _base(pos, "invalidate", entry, store.deployment)))
     return rendered
+
+
+def _documents(store: Store, cursor: StreamCursor, entry: Entry, event: dict[str, Any]) -> None:
+    """``fullDocument`` and ``fullDocumentBeforeChange`` as the stream's modes ask."""
+    if entry.op in {"insert", "replace"}:
+        assert entry.full is not None
+        event["fullDocument"] = entry.full.doc
+    elif entry.op == "update" and cursor.update_lookup:
+        assert entry.key is not None and entry.coll is not None
+        current = store.lookup_id(entry.db, entry.coll, entry.key["_id"])
+        event["fullDocument"] = None if current is None else current.doc
+    elif entry.op == "update" and cursor.post_images != "default":
+        event["fullDocument"] = _image(entry.post, cursor.post_images, "post", entry)
+    if cursor.pre_images != "off" and entry.op in {"update", "replace", "delete"}:
+        event["fullDocumentBeforeChange"] = _image(entry.pre, cursor.pre_images, "pre", entry)
+
+
+def _image(image: StoredDoc | None, mode: str, kind: str, entry: Entry) -> Any:
+    """A recorded pre-/post-image, null when absent, or the server's error when required."""
+    if image is not None:
+        return image.doc
+    if mode == "required":
+        raise CommandError(
+            47,
+            f"Change stream was configured to require a {kind}-image for all update, delete and "
+            f"replace events, but the {kind}-image was not found for the event on "
+            f"{entry.db}.{entry.coll} at {entry.pos.time},{entry.pos.inc}",
+        )
+    return None
 
 
 def _description(description: dict[str, Any], expanded: bool) -> dict[str, Any]:

@@ -37,7 +37,7 @@ class Entry:
     pos: Position
     wall: float  # seconds since the epoch; rendered as a BSON date with millisecond precision
     op: str  # insert | update | replace | delete | drop | rename | dropDatabase, or one of
-    # the DDL entries only expanded streams show: create | createIndexes | dropIndexes
+    # the DDL entries only expanded streams show: create | createIndexes | dropIndexes | modify
     db: str
     coll: str | None
     key: dict[str, Any] | None
@@ -46,6 +46,8 @@ class Entry:
     to: str | None = None  # rename: the new collection name (same database)
     uuid: Binary | None = None  # the collection's UUID (collectionUUID of expanded events)
     info: dict[str, Any] | None = None  # operationDescription of an expanded (DDL) event
+    pre: StoredDoc | None = None  # pre-image (changeStreamPreAndPostImages enabled)
+    post: StoredDoc | None = None  # post-image of an update (likewise)
 
 
 class Store:
@@ -70,6 +72,14 @@ class Store:
             info = {"idIndex": dict(coll.indexes["_id_"])}
             self._record("create", db, name, None, None, None, info=info)
         return coll
+
+    def modify(self, coll: Collection, images: bool | None) -> None:
+        """collMod: maybe turn pre-/post-images on or off; a ``modify`` entry either way."""
+        info: dict[str, Any] = {}
+        if images is not None:
+            coll.images = images
+            info["changeStreamPreAndPostImages"] = {"enabled": images}
+        self._record("modify", coll.db, coll.name, None, None, None, info=info)
 
     def indexes_changed(self, coll: Collection, op: str, specs: list[dict[str, Any]]) -> None:
         """Record a createIndexes/dropIndexes entry (seen by expanded streams only)."""
@@ -131,17 +141,19 @@ class Store:
         coll.check_unique(id_key, item.doc, replacing=True)
         coll.put(id_key, item)
         key = {"_id": old.doc["_id"]}
+        pre = old if coll.images else None
         if op == "update":
-            self._record(
-                "update", coll.db, coll.name, key, None, update_description(old.doc, item.doc)
-            )
+            description = update_description(old.doc, item.doc)
+            post = item if coll.images else None
+            self._record("update", coll.db, coll.name, key, None, description, pre=pre, post=post)
         else:
-            self._record("replace", coll.db, coll.name, key, item, None)
+            self._record("replace", coll.db, coll.name, key, item, None, pre=pre)
         return item
 
     def delete(self, coll: Collection, item: StoredDoc) -> None:
         coll.remove(canon(item.doc["_id"]))
-        self._record("delete", coll.db, coll.name, {"_id": item.doc["_id"]}, None, None)
+        pre = item if coll.images else None
+        self._record("delete", coll.db, coll.name, {"_id": item.doc["_id"]}, None, None, pre=pre)
 
     def lookup_id(self, db: str, name: str, doc_id: Any) -> StoredDoc | None:
         coll = self.collection(db, name)
@@ -190,12 +202,15 @@ class Store:
         to: str | None = None,
         uuid: Binary | None = None,
         info: dict[str, Any] | None = None,
+        pre: StoredDoc | None = None,
+        post: StoredDoc | None = None,
     ) -> None:
         ts = self.clock.tick()
         pos = Position(ts.time, ts.inc, RANK_EVENT)
         if uuid is None and coll is not None and (db, coll) in self.collections:
             uuid = self.collections[(db, coll)].uuid
         entry = Entry(pos, time.time(), op, db, coll, key, full, description, to, uuid, info)
+        entry.pre, entry.post = pre, post
         self.history.append(entry)
         if self.history_limit is not None:
             self._trim()
