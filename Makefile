@@ -1,5 +1,5 @@
 # The one command surface; CI runs `make test` through .ci/run.
-.PHONY: setup lint test unit integration bench chaos chaos-long demo run clean
+.PHONY: setup lint test unit integration conformance bench chaos chaos-long demo run clean
 
 setup:           ## install redis-server (apt) and .venv with all dependencies
 	scripts/setup.sh
@@ -15,6 +15,9 @@ unit: setup
 
 integration: setup
 	.venv/bin/python -m pytest -p no:cacheprovider tests/integration tests/contract
+
+conformance: setup  ## PyMongo's own tests against the MongoDB wire double (table; fails on in-scope failures)
+	scripts/conformance.sh
 
 bench: setup     ## benchmarks (add ARGS=--full for the long run)
 	.venv/bin/python -m bench $(ARGS)

@@ -8,6 +8,7 @@ echo "== lint"
 scripts/lint.sh
 echo "== tests"
 .venv/bin/python -m pytest -p no:cacheprovider "$@"
+scripts/conformance.sh
 if [ -f bench/__main__.py ]; then
     echo "== benchmarks (quick mode: proves they run, asserts nothing about speed)"
     .venv/bin/python -m bench --quick

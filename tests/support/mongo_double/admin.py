@@ -19,7 +19,8 @@ from bson.int64 import Int64
 from bson.objectid import ObjectId
 
 from .errors import CommandError, bad_value
-from .state import DEFAULT_COLLECTION, DEFAULT_DB, Context, FailRule, command, validate_db
+from .failpoints import double_fault_rule
+from .state import DEFAULT_COLLECTION, DEFAULT_DB, Context, command, validate_db
 from .wire import MAX_BSON_SIZE, MAX_MESSAGE_SIZE
 from .writes import ELECTION_ID, MAX_WRITE_BATCH
 
@@ -99,7 +100,7 @@ async def build_info(ctx: Context) -> dict[str, Any]:
         "bits": 64,
         "debug": False,
         "maxBsonObjectSize": MAX_BSON_SIZE,
-        "storageEngines": ["wiredTiger"],
+        "storageEngines": ["inMemory"],
         "ok": 1.0,
     }
 
@@ -160,16 +161,16 @@ def _fail_commands(ctx: Context) -> dict[str, Any]:
     labels = ctx.arg("errorLabels", list, None)
     if ctx.arg("times", (int, float), 1) < 1:
         raise bad_value("failCommands 'times' must be >= 1")
-    rule = FailRule(
-        commands=frozenset(names),
-        remaining=int(ctx.arg("times", (int, float), 1)),
+    rule = double_fault_rule(
+        [str(n) for n in names],
+        times=int(ctx.arg("times", (int, float), 1)),
         code=int(ctx.arg("code", (int, float), 10107)),
         code_name=ctx.arg("codeName", str, None),
         errmsg=ctx.arg("errmsg", str, None),
         labels=None if labels is None else [str(label) for label in labels],
         close_connection=bool(ctx.arg("closeConnection", bool, False)),
     )
-    ctx.state.faults.rules.append(rule)
+    ctx.state.faults.points.rules.append(rule)
     return {}
 
 
@@ -229,8 +230,12 @@ def _status(ctx: Context) -> dict[str, Any]:
     faults = ctx.state.faults
     return {
         "rules": [
-            {"commands": sorted(r.commands), "remaining": r.remaining, "code": r.code}
-            for r in faults.rules
+            {
+                "commands": sorted(r.data["failCommands"]),
+                "remaining": int(r.value),
+                "code": r.data["errorCode"],
+            }
+            for r in faults.points.rules
         ],
         "latencyMS": faults.latency_ms,
         "historyEntries": len(ctx.store.history),

@@ -1,28 +1,28 @@
-"""Change streams over the double's history: opening, resuming, batching, rendering events.
+"""Change streams over the double's history: opening, resuming, batching, shaping events.
 
-A stream cursor is a position in the history plus a filter. Each batch renders the entries
-after that position the way a 7.0 primary does (``_id`` resume token, ``operationType``,
-``clusterTime``, ``wallTime``, ``ns``, ``documentKey``, ``fullDocument``,
-``updateDescription``), and reports a ``postBatchResumeToken``: the last returned event's
-token when it is the newest entry, otherwise a high-water mark past everything scanned, so
-resuming from it neither repeats nor misses an event. ``updateLookup`` reads the document's
-state when the event is *returned* (null once deleted), as the server does.
+A stream cursor is a position in the history plus its own stages (``$match``, ``$project``).
+Each batch renders the entries after that position (:mod:`.events`), runs the stages, and
+reports a ``postBatchResumeToken``: the last returned event's token when it is the newest
+entry, otherwise a high-water mark past everything scanned, so resuming from it neither
+repeats nor misses an event.
 """
 
 from __future__ import annotations
 
-import datetime
-from dataclasses import dataclass, field
 from typing import Any
 
 import bson
 from bson.timestamp import Timestamp
 
-from .errors import CommandError, bad_value, not_emulated
-from .store import Entry, Store
+from .errors import CommandError, bad_value, unknown_stage
+from .events import INTERNAL_DBS, StreamCursor, render
+from .projecting import aggregate_project
+from .store import Store
 from .tokens import RANK_EVENT, RANK_INVALIDATE, RANK_START, Position, parse_token
-from .values import check_query, matches
+from .values import MISSING, check_query, matches
 from .wire import CODEC, MAX_BSON_SIZE
+
+__all__ = ["StreamCursor", "history_lost", "is_change_stream", "next_batch", "open_stream"]
 
 _OPTIONS = {
     "fullDocument",
@@ -33,21 +33,6 @@ _OPTIONS = {
     "allChangesForCluster",
     "showExpandedEvents",
 }
-_INTERNAL_DBS = {"admin", "config", "local"}
-
-
-@dataclass(slots=True)
-class StreamCursor:
-    """An open change stream: what it watches, how it renders, and where it stands."""
-
-    id: int
-    ns: str
-    db: str
-    coll: str | None  # None: a whole database (or the cluster when all_dbs)
-    all_dbs: bool
-    update_lookup: bool
-    filters: list[dict[str, Any]] = field(default_factory=list)
-    position: Position = Position(0, 0, RANK_START)
 
 
 def history_lost() -> CommandError:
@@ -80,14 +65,14 @@ def open_stream(store: Store, db: str, target: Any, pipeline: list[Any]) -> Stre
             raise CommandError(40415, f"BSON field '$changeStream.{key}' is an unknown field.")
     coll, all_dbs = _target(db, target, bool(options.get("allChangesForCluster", False)))
     full = options.get("fullDocument", "default")
-    if full not in {"default", "updateLookup"}:
-        if full in {"whenAvailable", "required"}:
-            raise not_emulated(f"fullDocument: {full!r} (post-images)")
+    if full not in {"default", "updateLookup", "whenAvailable", "required"}:
         raise bad_value(f"unknown fullDocument mode: {full!r}")
-    if options.get("fullDocumentBeforeChange", "off") != "off":
-        raise not_emulated("fullDocumentBeforeChange (pre-images)")
-    if options.get("showExpandedEvents"):
-        raise not_emulated("showExpandedEvents")
+    before = options.get("fullDocumentBeforeChange", "off")
+    if before not in {"off", "whenAvailable", "required"}:
+        raise bad_value(f"unknown fullDocumentBeforeChange mode: {before!r}")
+    expanded = options.get("showExpandedEvents", False)
+    if not isinstance(expanded, bool):
+        raise CommandError(14, "$changeStream.showExpandedEvents must be a boolean")
     cursor = StreamCursor(
         id=0,
         ns=f"{db}.{coll}" if coll is not None else f"{db}.$cmd.aggregate",
@@ -95,7 +80,10 @@ def open_stream(store: Store, db: str, target: Any, pipeline: list[Any]) -> Stre
         coll=coll,
         all_dbs=all_dbs,
         update_lookup=full == "updateLookup",
-        filters=_filters(pipeline[1:]),
+        post_images=full,
+        pre_images=before,
+        expanded=expanded,
+        stages=_stages(pipeline[1:]),
     )
     cursor.position = _start_position(store, options)
     return cursor
@@ -110,7 +98,7 @@ def _target(db: str, target: Any, all_dbs: bool) -> tuple[str | None, bool]:
                 "'admin' database, and with no collection name",
             )
         return None, True
-    if db in _INTERNAL_DBS:
+    if db in INTERNAL_DBS:
         raise CommandError(73, f"$changeStream may not be opened on the internal {db} database")
     if target == 1:
         return None, False
@@ -119,8 +107,8 @@ def _target(db: str, target: Any, all_dbs: bool) -> tuple[str | None, bool]:
     return target, False
 
 
-def _filters(stages: list[Any]) -> list[dict[str, Any]]:
-    filters: list[dict[str, Any]] = []
+def _stages(stages: list[Any]) -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
     for stage in stages:
         if not isinstance(stage, dict) or len(stage) != 1:
             raise CommandError(
@@ -131,13 +119,44 @@ def _filters(stages: list[Any]) -> list[dict[str, Any]]:
             raise CommandError(
                 40602, "$changeStream is only valid as the first stage in a pipeline."
             )
-        if name != "$match":
-            raise not_emulated(f"the {name} stage after $changeStream (only $match is)")
-        if not isinstance(spec, dict):
-            raise CommandError(15959, "the match filter must be an expression in an object")
-        check_query(spec)
-        filters.append(spec)
-    return filters
+        if name == "$match":
+            if not isinstance(spec, dict):
+                raise CommandError(15959, "the match filter must be an expression in an object")
+            check_query(spec)
+        elif name == "$project":
+            aggregate_project({}, spec)  # refuse a bad specification when the stream opens
+        else:
+            raise unknown_stage(name, "after $changeStream (only $match and $project are)")
+        out.append((name, spec))
+    return out
+
+
+def _shape(cursor: StreamCursor, event: dict[str, Any]) -> dict[str, Any] | None:
+    """Run the stream's own stages on one event; None when a $match drops it.
+
+    An event whose ``_id`` (its resume token) a stage removed or changed fails the stream
+    with 280 when it is returned, as on the server.
+    """
+    token = event["_id"]
+    for name, spec in cursor.stages:
+        if name == "$match":
+            if not matches(event, spec):
+                return None
+        else:
+            event = aggregate_project(event, spec)
+    if event.get("_id", MISSING) != token:
+        raise _token_modified()
+    return event
+
+
+def _token_modified() -> CommandError:
+    return CommandError(
+        280,
+        "Encountered an event whose _id field, which contains the resume token, was modified "
+        "by the pipeline. Modifying the _id field of an event makes it impossible to resume "
+        "the stream from that point. Only transformations that retain the unmodified _id "
+        "field are allowed.",
+    )
 
 
 def _start_position(store: Store, options: dict[str, Any]) -> Position:
@@ -194,16 +213,18 @@ def next_batch(store: Store, cursor: StreamCursor, limit: int | None) -> tuple[l
     exhausted = True
     for entry in store.entries_from(position):
         stop = False
-        for pos, event in _render(store, cursor, entry):
+        for pos, event in render(store, cursor, entry):
             if pos <= position:
                 continue
             if event["operationType"] == "invalidate":
                 out.append(bson.encode(event, codec_options=CODEC))
                 cursor.position = pos
                 return out, True
-            if not all(matches(event, f) for f in cursor.filters):
+            shaped = _shape(cursor, event)
+            if shaped is None:
                 position = pos
                 continue
+            event = shaped
             raw = bson.encode(event, codec_options=CODEC)
             if out and size + len(raw) > MAX_BSON_SIZE:
                 stop = True
@@ -230,53 +251,3 @@ def next_batch(store: Store, cursor: StreamCursor, limit: int | None) -> tuple[l
         position = max(position, store.clock.high_water_mark())
     cursor.position = position
     return out, False
-
-
-def _covers(cursor: StreamCursor, entry: Entry) -> bool:
-    if cursor.all_dbs:
-        return entry.db not in _INTERNAL_DBS
-    if entry.db != cursor.db:
-        return False
-    if cursor.coll is None:
-        return entry.coll is None or not entry.coll.startswith("system.")
-    return entry.coll == cursor.coll
-
-
-def _render(
-    store: Store, cursor: StreamCursor, entry: Entry
-) -> list[tuple[Position, dict[str, Any]]]:
-    if not _covers(cursor, entry):
-        return []
-    if entry.op == "dropDatabase" and cursor.coll is not None:
-        return []  # the collection's own drop entry already invalidated this stream
-    event = _base(entry.pos, entry.op, entry, store.deployment)
-    if entry.op in {"insert", "replace"}:
-        assert entry.full is not None
-        event["fullDocument"] = entry.full.doc
-    elif entry.op == "update" and cursor.update_lookup:
-        assert entry.key is not None and entry.coll is not None
-        current = store.lookup_id(entry.db, entry.coll, entry.key["_id"])
-        event["fullDocument"] = None if current is None else current.doc
-    event["ns"] = {"db": entry.db} if entry.coll is None else {"db": entry.db, "coll": entry.coll}
-    if entry.key is not None:
-        event["documentKey"] = entry.key
-    if entry.description is not None:
-        event["updateDescription"] = entry.description
-    rendered = [(entry.pos, event)]
-    invalidates = (entry.op == "drop" and cursor.coll is not None) or (
-        entry.op == "dropDatabase" and cursor.coll is None and not cursor.all_dbs
-    )
-    if invalidates:
-        pos = Position(entry.pos.time, entry.pos.inc, RANK_INVALIDATE)
-        rendered.append((pos, _base(pos, "invalidate", entry, store.deployment)))
-    return rendered
-
-
-def _base(pos: Position, op: str, entry: Entry, deployment: str) -> dict[str, Any]:
-    return {
-        "_id": pos.token(deployment),
-        "operationType": op,
-        "clusterTime": Timestamp(pos.time, pos.inc),
-        "wallTime": datetime.datetime(1970, 1, 1)
-        + datetime.timedelta(milliseconds=int(entry.wall * 1000)),
-    }

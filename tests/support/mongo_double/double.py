@@ -15,9 +15,9 @@ from typing import Any, TypeVar
 
 import bson
 
-from .errors import code_name as _code_name
+from .failpoints import double_fault_rule
 from .server import DoubleServer
-from .state import DEFAULT_COLLECTION, DEFAULT_DB, DoubleConfig, FailRule
+from .state import DEFAULT_COLLECTION, DEFAULT_DB, DoubleConfig
 from .wire import CODEC
 
 T = TypeVar("T")
@@ -152,16 +152,16 @@ class MongoDouble:
         """
         if not commands or times < 1:
             raise ValueError("fail_commands needs at least one command name and times >= 1")
-        rule = FailRule(
-            commands=frozenset(commands),
-            remaining=times,
+        rule = double_fault_rule(
+            list(commands),
+            times=times,
             code=code,
-            code_name=code_name or _code_name(code),
+            code_name=code_name,
             errmsg=errmsg,
             labels=None if error_labels is None else list(error_labels),
             close_connection=close_connection,
         )
-        self._call(lambda s: s.state.faults.rules.append(rule))
+        self._call(lambda s: s.state.faults.points.rules.append(rule))
 
     def forget_history(self) -> None:
         """Forget every change before now: older resume points get ChangeStreamHistoryLost."""

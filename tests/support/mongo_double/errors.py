@@ -17,12 +17,14 @@ CODE_NAMES: dict[int, str] = {
     9: "FailedToParse",
     13: "Unauthorized",
     14: "TypeMismatch",
+    15: "Overflow",
     20: "IllegalOperation",
     22: "InvalidBSON",
     26: "NamespaceNotFound",
     28: "PathNotViable",
     40: "ConflictingUpdateOperators",
     43: "CursorNotFound",
+    47: "NoMatchingDocument",
     48: "NamespaceExists",
     50: "MaxTimeMSExpired",
     59: "CommandNotFound",
@@ -62,6 +64,9 @@ RETRYABLE_WRITE_CODES = frozenset({6, 7, 89, 91, 189, 262, 9001, 10107, 11600, 1
 # state change, which also bumps its topologyVersion.
 STATE_CHANGE_CODES = frozenset({91, 189, 10107, 11600, 11602, 13435, 13436})
 
+# Codes in the server's NonResumableChangeStreamError category (labelled on every reply).
+NON_RESUMABLE_CHANGE_STREAM_CODES = frozenset({280, 286})
+
 WRITE_COMMANDS = frozenset({"insert", "update", "delete", "findAndModify", "findandmodify"})
 
 
@@ -98,8 +103,11 @@ class CommandError(Exception):
             "codeName": self.code_name,
         }
         doc.update(self.extra)
-        if self.labels:
-            doc["errorLabels"] = list(self.labels)
+        labels = self.labels
+        if labels is None and self.code in NON_RESUMABLE_CHANGE_STREAM_CODES:
+            labels = ["NonResumableChangeStreamError"]
+        if labels:
+            doc["errorLabels"] = list(labels)
         return doc
 
 
@@ -108,6 +116,8 @@ def server_labels(
 ) -> list[str]:
     """The labels a 7.0 primary attaches to an error ``code`` for this command."""
     labels: list[str] = []
+    if code in NON_RESUMABLE_CHANGE_STREAM_CODES:
+        labels.append("NonResumableChangeStreamError")
     if is_stream and command_name in {"aggregate", "getMore"}:
         if code in RESUMABLE_CHANGE_STREAM_CODES or (code == 43 and command_name == "getMore"):
             labels.append("ResumableChangeStreamError")
@@ -124,6 +134,63 @@ def server_labels(
 def bad_value(message: str) -> CommandError:
     """A BadValue (code 2) error, the server's answer to most malformed arguments."""
     return CommandError(2, message)
+
+
+# Aggregation stages a 7.0 server knows; any other name is "unrecognized" (40324) there too.
+KNOWN_STAGES = frozenset(
+    {
+        "$addFields",
+        "$bucket",
+        "$bucketAuto",
+        "$changeStream",
+        "$changeStreamSplitLargeEvent",
+        "$collStats",
+        "$count",
+        "$currentOp",
+        "$densify",
+        "$documents",
+        "$facet",
+        "$fill",
+        "$geoNear",
+        "$graphLookup",
+        "$group",
+        "$indexStats",
+        "$limit",
+        "$listLocalSessions",
+        "$listSampledQueries",
+        "$listSearchIndexes",
+        "$listSessions",
+        "$lookup",
+        "$match",
+        "$merge",
+        "$out",
+        "$planCacheStats",
+        "$project",
+        "$redact",
+        "$replaceRoot",
+        "$replaceWith",
+        "$sample",
+        "$search",
+        "$searchMeta",
+        "$set",
+        "$setWindowFields",
+        "$shardedDataDistribution",
+        "$skip",
+        "$sort",
+        "$sortByCount",
+        "$unionWith",
+        "$unset",
+        "$unwind",
+        "$vectorSearch",
+    }
+)
+
+
+def unknown_stage(name: str, where: str = "") -> CommandError:
+    """40324 for a stage name MongoDB does not have; BadValue for one the double lacks."""
+    if name in KNOWN_STAGES:
+        return not_emulated(f"the {name} stage {where}".rstrip())
+    return CommandError(40324, f"Unrecognized pipeline stage name: '{name}'")
 
 
 def not_emulated(what: str) -> CommandError:

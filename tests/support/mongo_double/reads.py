@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from typing import Any
 
 import bson
 from bson.int64 import Int64
 
+from .aggregating import run_stage
 from .changestreams import StreamCursor, history_lost, is_change_stream, next_batch, open_stream
 from .errors import CommandError, not_emulated
+from .injecting import injected_error
 from .shaping import project, sort_documents
 from .state import Context, FindCursor, command
-from .values import MISSING, as_number, canon, lookup, matches, sort_key
+from .values import MISSING, as_number, canon, lookup
 from .wire import CODEC, MAX_BSON_SIZE, RawBatch
 
 DEFAULT_FIRST_BATCH = 101
@@ -108,6 +109,12 @@ async def get_more(ctx: Context) -> dict[str, Any]:
             f"Requested getMore on namespace '{ctx.db}.{coll}', but cursor belongs to a "
             f"different namespace {cursor.ns}",
         )
+    app_name = ctx.conn.app_name if ctx.conn is not None else None
+    point = ctx.state.faults.points.after_checkout(app_name, cursor.ns)
+    if point is not None:
+        error = injected_error(ctx.state, point, "getMore", ctx.command)
+        ctx.state.cursors.kill(cursor.id)  # a getMore that fails destroys its cursor
+        raise error
     if isinstance(cursor, FindCursor):
         batch = take_batch(cursor, batch_size)
         if cursor.offset >= len(cursor.docs):
@@ -209,7 +216,7 @@ async def aggregate(ctx: Context) -> dict[str, Any]:
     name = ctx.collection_name()
     docs = [item.doc for item in ctx.store.find(ctx.db, name, {})]
     for stage in pipeline:
-        docs = _run_stage(stage, docs)
+        docs = run_stage(stage, docs)
     encoded = [bson.encode(doc, codec_options=CODEC) for doc in docs]
     first = DEFAULT_FIRST_BATCH if batch_size is None else int(batch_size)
     return serve_documents(ctx, f"{ctx.db}.{name}", encoded, first, False)
@@ -218,6 +225,14 @@ async def aggregate(ctx: Context) -> dict[str, Any]:
 def _open_change_stream(
     ctx: Context, target: Any, pipeline: list[Any], batch_size: Any
 ) -> dict[str, Any]:
+    concern = ctx.command.get("readConcern")
+    level = concern.get("level") if isinstance(concern, dict) else None
+    if level is not None and level != "majority":
+        raise CommandError(
+            72,
+            "Aggregation stage $changeStream cannot run with a readConcern other than "
+            f"'majority'. Current readConcern: {{ level: \"{level}\" }}",
+        )
     cursor = open_stream(ctx.store, ctx.db, target, pipeline)
     if cursor.position < ctx.store.floor:
         raise history_lost()
@@ -231,85 +246,3 @@ def _open_change_stream(
         cursor_id,
         postBatchResumeToken=cursor.position.token(ctx.store.deployment),
     )
-
-
-def _run_stage(stage: Any, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    if not isinstance(stage, dict) or len(stage) != 1:
-        raise CommandError(
-            40323, "A pipeline stage specification object must contain exactly one field."
-        )
-    ((name, spec),) = stage.items()
-    if name == "$match":
-        return [doc for doc in docs if matches(doc, spec)]
-    if name == "$sort":
-        return sort_documents(docs, spec, key=lambda doc: doc)
-    if name in {"$skip", "$limit"}:
-        amount = as_number(spec)
-        if amount is None or amount < 0:
-            raise CommandError(15956, f"invalid argument to {name} stage")
-        return docs[int(amount) :] if name == "$skip" else docs[: int(amount)]
-    if name == "$project":
-        return [project(doc, spec) for doc in docs]
-    if name == "$count":
-        return [{spec: len(docs)}] if docs else []
-    if name == "$group":
-        return _group(spec, docs)
-    raise not_emulated(f"the {name} aggregation stage")
-
-
-def _expression(expr: Any) -> Callable[[dict[str, Any]], Any]:
-    if isinstance(expr, str) and expr.startswith("$"):
-        path = expr[1:]
-        return lambda doc: _single(lookup(doc, path))
-    if isinstance(expr, dict) and any(k.startswith("$") for k in expr):
-        raise not_emulated("aggregation expressions other than constants and field paths")
-    return lambda doc: expr
-
-
-def _single(values: list[Any]) -> Any:
-    return values[0] if len(values) == 1 else values
-
-
-def _group(spec: Any, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    if not isinstance(spec, dict) or "_id" not in spec:
-        raise CommandError(15955, "a group specification must include an _id")
-    key_of = _expression(spec["_id"])
-    accumulators: list[tuple[str, str, Callable[[dict[str, Any]], Any]]] = []
-    for field, acc in spec.items():
-        if field == "_id":
-            continue
-        if not isinstance(acc, dict) or len(acc) != 1:
-            raise CommandError(40234, f"The field '{field}' must be an accumulator object")
-        ((op, arg),) = acc.items()
-        if op not in {"$sum", "$count", "$min", "$max", "$first", "$last"}:
-            raise not_emulated(f"the {op} accumulator")
-        accumulators.append((field, op, _expression(1 if op == "$count" else arg)))
-    groups: dict[Any, dict[str, Any]] = {}
-    for doc in docs:
-        key = key_of(doc)
-        key = None if key is MISSING else key
-        group = groups.setdefault(canon(key), {"_id": key})
-        for field, op, value_of in accumulators:
-            _accumulate(group, field, op, value_of(doc))
-    return list(groups.values())
-
-
-def _accumulate(group: dict[str, Any], field: str, op: str, value: Any) -> None:
-    if op in {"$sum", "$count"}:
-        number = as_number(value)
-        group[field] = group.get(field, 0) + (number if number is not None else 0)
-    elif value is MISSING:
-        group.setdefault(field, None)
-    elif op == "$first":
-        group.setdefault(field, value)
-    elif op == "$last":
-        group[field] = value
-    else:
-        current = group.get(field, MISSING)
-        better = (
-            sort_key(value) < sort_key(current)
-            if op == "$min"
-            else sort_key(value) > sort_key(current)
-        )
-        if current is MISSING or current is None or better:
-            group[field] = value

@@ -17,9 +17,10 @@ from typing import Any
 from bson.binary import Binary
 from bson.int64 import Int64
 
-from . import admin, ddl, reads, writes  # noqa: F401 - importing registers the handlers
-from .changestreams import StreamCursor, is_change_stream
-from .errors import STATE_CHANGE_CODES, WRITE_COMMANDS, CommandError, not_emulated, server_labels
+from . import admin, ddl, diagnostics, reads, writes  # noqa: F401 - importing registers the handlers
+from .errors import WRITE_COMMANDS, CommandError, not_emulated, server_labels
+from .failpoints import FailPoint
+from .injecting import injected_error
 from .state import HANDLERS, Context, DoubleConfig, State, validate_db
 from .values import canon
 from .wire import (
@@ -51,6 +52,15 @@ class Connection:
     peer: str
     writer: asyncio.StreamWriter
     task: asyncio.Task[None] | None
+    app_name: str | None = None  # client.application.name from the handshake
+
+    def note_handshake(self, cmd: dict[str, Any]) -> None:
+        """Remember the application name a driver sends in its first hello."""
+        client = cmd.get("client")
+        if self.app_name is None and isinstance(client, dict):
+            app = client.get("application")
+            if isinstance(app, dict) and isinstance(app.get("name"), str):
+                self.app_name = app["name"]
 
     def abort(self) -> None:
         self.writer.transport.abort()
@@ -176,23 +186,13 @@ class DoubleServer:
                 f"Unsupported OP_QUERY command: {name}. The client driver may require an upgrade.",
             )
         db = validate_db(request.legacy_db if request.op_code == OP_QUERY else cmd.get("$db"))
-        if (
-            cmd.get("startTransaction")
-            or "autocommit" in cmd
-            or name
-            in {
-                "commitTransaction",
-                "abortTransaction",
-            }
-        ):
-            raise CommandError(20, "transactions are not supported by the MongoDB wire double")
-        if _uses_collation(cmd):
-            raise not_emulated("collation")
-        if name not in _UNCOUNTED:
-            self._inject_fault(name, cmd)
+        _refuse_unemulated(name, cmd)
         handler = HANDLERS.get(name)
         if handler is None:
             raise CommandError(59, f"no such command: '{name}'")
+        if name == "hello" or name.lower() == "ismaster":
+            conn.note_handshake(cmd)
+        concern_error = await self._fail_points(conn, name, cmd, db)
         retry_key = _retry_key(name, cmd)
         if retry_key is not None:
             done = self.state.retried_writes.get(retry_key[0])
@@ -201,39 +201,67 @@ class DoubleServer:
         reply = await handler(Context(self.state, conn, db, name, cmd))
         if retry_key is not None:
             self.state.retried_writes[retry_key[0]] = (retry_key[1], dict(reply))
+        if concern_error is not None:
+            reply = _with_write_concern_error(reply, concern_error, name, cmd)
         return reply
 
-    def _inject_fault(self, name: str, cmd: dict[str, Any]) -> None:
-        rule = self.state.faults.take(name)
-        if rule is None:
-            return
-        if rule.close_connection:
-            raise _HangUp()
-        if rule.labels is not None:
-            labels = rule.labels
-        else:
-            labels = server_labels(rule.code, name, cmd, self._is_stream_command(name, cmd))
-        extra: dict[str, Any] = {}
-        if rule.code in STATE_CHANGE_CODES:
-            # A real primary only says this after a state change, which bumps topologyVersion
-            # and answers every waiting awaitable hello at once.
-            self.state.topology.bump()
-            extra["topologyVersion"] = self.state.topology.version()
-        raise CommandError(
-            rule.code,
-            rule.errmsg or f"injected by the MongoDB wire double: {name} failed",
-            code_name_=rule.code_name,
-            labels=labels,
-            extra=extra,
-        )
+    async def _fail_points(
+        self, conn: Connection, name: str, cmd: dict[str, Any], db: str
+    ) -> FailPoint | None:
+        """Fire the fail points due before ``name`` runs; the one owing a writeConcernError."""
+        ns = _namespace(db, name, cmd)
+        for point in self.state.faults.points.before_command(name, conn.app_name, ns):
+            data = point.data
+            if data.get("blockConnection"):
+                block = data.get("blockTimeMS")
+                if not isinstance(block, int | float) or isinstance(block, bool) or block < 0:
+                    raise CommandError(
+                        72, "must specify 'blockTimeMS' when 'blockConnection' is true"
+                    )
+                await asyncio.sleep(block / 1000)
+            if data.get("closeConnection"):
+                raise _HangUp()
+            if "errorCode" in data:
+                raise injected_error(self.state, point, name, cmd)
+            if "writeConcernError" in data:
+                return point
+        return None
 
-    def _is_stream_command(self, name: str, cmd: dict[str, Any]) -> bool:
-        if name == "aggregate":
-            return is_change_stream(cmd.get("pipeline"))
-        if name == "getMore" and isinstance(cmd.get("getMore"), int):
-            cursor = self.state.cursors.peek(int(cmd["getMore"]))
-            return cursor is None or isinstance(cursor, StreamCursor)
-        return False
+
+def _namespace(db: str, name: str, cmd: dict[str, Any]) -> str:
+    """The namespace a command works on, as failCommand's ``namespace`` compares it."""
+    target = cmd.get("collection") if name == "getMore" else cmd.get(name)
+    return f"{db}.{target}" if isinstance(target, str) else db
+
+
+def _with_write_concern_error(
+    reply: dict[str, Any], point: FailPoint, name: str, cmd: dict[str, Any]
+) -> dict[str, Any]:
+    """The reply of a command that ran, plus the fail point's ``writeConcernError``."""
+    if reply.get("ok") != 1.0:
+        return reply
+    error = dict(point.data["writeConcernError"])
+    labels = error.pop("errorLabels", None)
+    if isinstance(point.data.get("errorLabels"), list):
+        labels = point.data["errorLabels"]
+    if labels is None and isinstance(error.get("code"), int):
+        labels = server_labels(int(error["code"]), name, cmd, False)
+    reply = {**reply, "writeConcernError": error}
+    if labels:
+        reply["errorLabels"] = list(labels)
+    return reply
+
+
+def _refuse_unemulated(name: str, cmd: dict[str, Any]) -> None:
+    """Transactions and collation are refused up front, whatever the command."""
+    if (
+        cmd.get("startTransaction")
+        or "autocommit" in cmd
+        or name in {"commitTransaction", "abortTransaction"}
+    ):
+        raise CommandError(20, "transactions are not supported by the MongoDB wire double")
+    if _uses_collation(cmd):
+        raise not_emulated("collation")
 
 
 def _uses_collation(cmd: dict[str, Any]) -> bool:

@@ -1,4 +1,4 @@
-"""Shared server state: config, cursors, fault rules, topology version, command registry.
+"""Shared server state: config, cursors, fail points, topology version, command registry.
 
 Everything here is confined to the double's event loop; the threaded facade in
 ``double.py`` hops onto that loop before touching it, so no lock is needed.
@@ -18,6 +18,7 @@ from bson.objectid import ObjectId
 
 from .changestreams import StreamCursor
 from .errors import CommandError, bad_value
+from .failpoints import FailPoints
 from .store import Store
 
 if TYPE_CHECKING:
@@ -86,37 +87,15 @@ class Cursors:
 
 
 @dataclass(slots=True)
-class FailRule:
-    """Fail the next ``remaining`` commands whose name is in ``commands``."""
-
-    commands: frozenset[str]
-    remaining: int
-    code: int
-    code_name: str | None = None
-    errmsg: str | None = None
-    labels: list[str] | None = None  # None: the labels the server would attach
-    close_connection: bool = False
-
-
-@dataclass(slots=True)
 class Faults:
-    """Injected faults and the per-command counters."""
+    """Injected faults (fail points, latency) and the per-command counters."""
 
-    rules: list[FailRule] = field(default_factory=list)
+    points: FailPoints = field(default_factory=FailPoints)
     latency_ms: float = 0.0
     counts: Counter[str] = field(default_factory=Counter)
 
-    def take(self, name: str) -> FailRule | None:
-        for rule in self.rules:
-            if name in rule.commands and rule.remaining > 0:
-                rule.remaining -= 1
-                if rule.remaining == 0:
-                    self.rules.remove(rule)
-                return rule
-        return None
-
     def clear(self) -> None:
-        self.rules.clear()
+        self.points.clear()
         self.latency_ms = 0.0
 
 

@@ -13,8 +13,7 @@ import asyncio
 import bisect
 import random
 import time
-import uuid
-from collections.abc import Hashable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,28 +21,13 @@ import bson
 from bson.binary import Binary
 from bson.objectid import ObjectId
 
+from .collection import Collection, StoredDoc, stored
+from .describing import update_description
 from .errors import CommandError
 from .tokens import RANK_EVENT, RANK_START, Clock, Position
-from .updates import id_first, update_description, validate_document
-from .values import MISSING, canon, check_query, get_path, matches
-from .wire import CODEC, MAX_BSON_SIZE
-
-
-@dataclass(slots=True)
-class StoredDoc:
-    """A document version: the decoded dict (never mutated) and its BSON bytes."""
-
-    doc: dict[str, Any]
-    raw: bytes
-
-
-def stored(doc: dict[str, Any]) -> StoredDoc:
-    raw = bson.encode(doc, codec_options=CODEC)
-    if len(raw) > MAX_BSON_SIZE:
-        raise CommandError(
-            10334, f"object to insert too large: {len(raw)} bytes", code_name_="BSONObjectTooLarge"
-        )
-    return StoredDoc(doc, raw)
+from .updates import id_first, validate_document
+from .values import MISSING, canon, check_query, matches
+from .wire import CODEC
 
 
 @dataclass(slots=True)
@@ -52,106 +36,18 @@ class Entry:
 
     pos: Position
     wall: float  # seconds since the epoch; rendered as a BSON date with millisecond precision
-    op: str  # insert | update | replace | delete | drop | dropDatabase
+    op: str  # insert | update | replace | delete | drop | rename | dropDatabase, or one of
+    # the DDL entries only expanded streams show: create | createIndexes | dropIndexes | modify
     db: str
     coll: str | None
     key: dict[str, Any] | None
     full: StoredDoc | None
     description: dict[str, Any] | None
-
-
-class Collection:
-    """Documents in natural (insertion) order plus the indexes declared on them."""
-
-    def __init__(self, db: str, name: str) -> None:
-        self.db = db
-        self.name = name
-        self.uuid = Binary(uuid.uuid4().bytes, 4)
-        self.docs: dict[Hashable, StoredDoc] = {}
-        self.indexes: dict[str, dict[str, Any]] = {
-            "_id_": {"v": 2, "key": {"_id": 1}, "name": "_id_"}
-        }
-        self._unique: dict[str, dict[Hashable, Hashable]] = {}
-
-    @property
-    def ns(self) -> str:
-        return f"{self.db}.{self.name}"
-
-    def add_index(self, spec: dict[str, Any]) -> None:
-        """Declare an index; a unique one is built (DuplicateKey if existing data violates it)."""
-        name = spec["name"]
-        if spec.get("unique") and name != "_id_":
-            table: dict[Hashable, Hashable] = {}
-            for id_key, item in self.docs.items():
-                value = self._index_value(spec, item.doc)
-                if value is not None and value in table:
-                    raise self._dup_error(spec, item.doc)
-                if value is not None:
-                    table[value] = id_key
-            self._unique[name] = table
-        self.indexes[name] = spec
-
-    def drop_index(self, name: str) -> None:
-        self.indexes.pop(name, None)
-        self._unique.pop(name, None)
-
-    def _index_value(self, spec: dict[str, Any], doc: dict[str, Any]) -> Hashable | None:
-        values = [get_path(doc, path) for path in spec["key"]]
-        if spec.get("sparse") and all(v is MISSING for v in values):
-            return None
-        partial = spec.get("partialFilterExpression")
-        if partial is not None and not matches(doc, partial):
-            return None
-        return tuple(canon(v) for v in values)
-
-    def _dup_error(self, spec: dict[str, Any], doc: dict[str, Any]) -> CommandError:
-        key_value = {path: _or_null(get_path(doc, path)) for path in spec["key"]}
-        shown = ", ".join(f"{k}: {_show(v)}" for k, v in key_value.items())
-        return CommandError(
-            11000,
-            f"E11000 duplicate key error collection: {self.ns} index: {spec['name']} "
-            f"dup key: {{ {shown} }}",
-            extra={"keyPattern": dict(spec["key"]), "keyValue": key_value},
-        )
-
-    def check_unique(self, id_key: Hashable, doc: dict[str, Any], replacing: bool) -> None:
-        """Raise DuplicateKey if writing ``doc`` under ``id_key`` breaks a unique index."""
-        if not replacing and id_key in self.docs:
-            raise self._dup_error(self.indexes["_id_"], doc)
-        for name, table in self._unique.items():
-            value = self._index_value(self.indexes[name], doc)
-            if value is not None and table.get(value, id_key) != id_key:
-                raise self._dup_error(self.indexes[name], doc)
-
-    def put(self, id_key: Hashable, new: StoredDoc) -> None:
-        old = self.docs.get(id_key)
-        for name, table in self._unique.items():
-            spec = self.indexes[name]
-            if old is not None:
-                table.pop(self._index_value(spec, old.doc), None)
-            value = self._index_value(spec, new.doc)
-            if value is not None:
-                table[value] = id_key
-        self.docs[id_key] = new
-
-    def remove(self, id_key: Hashable) -> StoredDoc | None:
-        old = self.docs.pop(id_key, None)
-        if old is not None:
-            for name, table in self._unique.items():
-                table.pop(self._index_value(self.indexes[name], old.doc), None)
-        return old
-
-
-def _or_null(value: Any) -> Any:
-    return None if value is MISSING else value
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, str):
-        return f'"{value}"'
-    if value is None:
-        return "null"
-    return repr(value)
+    to: str | None = None  # rename: the new collection name (same database)
+    uuid: Binary | None = None  # the collection's UUID (collectionUUID of expanded events)
+    info: dict[str, Any] | None = None  # operationDescription of an expanded (DDL) event
+    pre: StoredDoc | None = None  # pre-image (changeStreamPreAndPostImages enabled)
+    post: StoredDoc | None = None  # post-image of an update (likewise)
 
 
 class Store:
@@ -173,7 +69,22 @@ class Store:
         coll = self.collections.get((db, name))
         if coll is None and create:
             coll = self.collections[(db, name)] = Collection(db, name)
+            info = {"idIndex": dict(coll.indexes["_id_"])}
+            self._record("create", db, name, None, None, None, info=info)
         return coll
+
+    def modify(self, coll: Collection, images: bool | None) -> None:
+        """collMod: maybe turn pre-/post-images on or off; a ``modify`` entry either way."""
+        info: dict[str, Any] = {}
+        if images is not None:
+            coll.images = images
+            info["changeStreamPreAndPostImages"] = {"enabled": images}
+        self._record("modify", coll.db, coll.name, None, None, None, info=info)
+
+    def indexes_changed(self, coll: Collection, op: str, specs: list[dict[str, Any]]) -> None:
+        """Record a createIndexes/dropIndexes entry (seen by expanded streams only)."""
+        if specs:
+            self._record(op, coll.db, coll.name, None, None, None, info={"indexes": specs})
 
     def collection_names(self, db: str) -> list[str]:
         return [name for (d, name) in self.collections if d == db]
@@ -223,24 +134,26 @@ class Store:
         self, coll: Collection, old: StoredDoc, new_doc: dict[str, Any], op: str
     ) -> StoredDoc | None:
         """Store ``new_doc`` in place of ``old`` (op: update|replace); None if nothing changed."""
-        item = stored(validate_document(new_doc))
+        item = stored(validate_document(new_doc, inserting=False))
         if item.raw == old.raw:
             return None
         id_key = canon(old.doc["_id"])
         coll.check_unique(id_key, item.doc, replacing=True)
         coll.put(id_key, item)
         key = {"_id": old.doc["_id"]}
+        pre = old if coll.images else None
         if op == "update":
-            self._record(
-                "update", coll.db, coll.name, key, None, update_description(old.doc, item.doc)
-            )
+            description = update_description(old.doc, item.doc)
+            post = item if coll.images else None
+            self._record("update", coll.db, coll.name, key, None, description, pre=pre, post=post)
         else:
-            self._record("replace", coll.db, coll.name, key, item, None)
+            self._record("replace", coll.db, coll.name, key, item, None, pre=pre)
         return item
 
     def delete(self, coll: Collection, item: StoredDoc) -> None:
         coll.remove(canon(item.doc["_id"]))
-        self._record("delete", coll.db, coll.name, {"_id": item.doc["_id"]}, None, None)
+        pre = item if coll.images else None
+        self._record("delete", coll.db, coll.name, {"_id": item.doc["_id"]}, None, None, pre=pre)
 
     def lookup_id(self, db: str, name: str, doc_id: Any) -> StoredDoc | None:
         coll = self.collection(db, name)
@@ -249,8 +162,25 @@ class Store:
     def drop(self, db: str, name: str) -> Collection | None:
         coll = self.collections.pop((db, name), None)
         if coll is not None:
-            self._record("drop", db, name, None, None, None)
+            self._record("drop", db, name, None, None, None, uuid=coll.uuid)
         return coll
+
+    def rename(self, db: str, source: str, target: str, *, drop_target: bool) -> None:
+        """Rename ``db.source`` to ``db.target`` (streams on either see rename + invalidate)."""
+        coll = self.collections.get((db, source))
+        if coll is None:
+            raise CommandError(26, f"Source collection {db}.{source} does not exist")
+        info: dict[str, Any] = {"to": {"db": db, "coll": target}}
+        if (db, target) in self.collections:
+            if not drop_target:
+                raise CommandError(48, "target namespace exists")
+            dropped = self.drop(db, target)
+            assert dropped is not None
+            info["dropTarget"] = dropped.uuid
+        del self.collections[(db, source)]
+        coll.name = target
+        self.collections[(db, target)] = coll
+        self._record("rename", db, source, None, None, None, to=target, uuid=coll.uuid, info=info)
 
     def drop_database(self, db: str) -> None:
         names = self.collection_names(db)
@@ -268,11 +198,19 @@ class Store:
         key: dict[str, Any] | None,
         full: StoredDoc | None,
         description: dict[str, Any] | None,
+        *,
+        to: str | None = None,
+        uuid: Binary | None = None,
+        info: dict[str, Any] | None = None,
+        pre: StoredDoc | None = None,
+        post: StoredDoc | None = None,
     ) -> None:
         ts = self.clock.tick()
-        entry = Entry(
-            Position(ts.time, ts.inc, RANK_EVENT), time.time(), op, db, coll, key, full, description
-        )
+        pos = Position(ts.time, ts.inc, RANK_EVENT)
+        if uuid is None and coll is not None and (db, coll) in self.collections:
+            uuid = self.collections[(db, coll)].uuid
+        entry = Entry(pos, time.time(), op, db, coll, key, full, description, to, uuid, info)
+        entry.pre, entry.post = pre, post
         self.history.append(entry)
         if self.history_limit is not None:
             self._trim()

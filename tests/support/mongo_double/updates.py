@@ -1,10 +1,10 @@
-"""Update documents: operator updates, replacements, upsert seeds and updateDescription.
+"""Update documents: operator and pipeline updates, replacements, upsert seeds, limits.
 
 The double applies an update to a copy of the stored document and never mutates a stored
 document in place, so cursors and change events holding the old version stay consistent.
-``updateDescription`` is computed by diffing the old and new versions, field by field into
-sub-documents that exist in both, which is how the 7.0 oplog's delta format reports it
-(arrays are reported whole and ``truncatedArrays`` is always empty, a simplification).
+``updateDescription`` is computed from the old and new versions by :mod:`.describing`.
+Stored documents keep mongod's rules: no top-level ``$`` field, no array ``_id``, at most
+100 levels of nesting.
 """
 
 from __future__ import annotations
@@ -14,14 +14,13 @@ import datetime
 import decimal
 from typing import Any
 
-import bson
 from bson.decimal128 import Decimal128
 from bson.int64 import Int64
 from bson.objectid import ObjectId
 
 from .errors import CommandError, bad_value, not_emulated
+from .pipeline_updates import apply_pipeline
 from .values import MISSING, as_number, canon, equality_fields, get_path, sort_key
-from .wire import CODEC
 
 _KNOWN_UNSUPPORTED = {"$rename", "$pull", "$pullAll", "$pop", "$bit"}
 _SUPPORTED = {"$set", "$unset", "$inc", "$mul", "$min", "$max", "$setOnInsert", "$currentDate"}
@@ -29,9 +28,9 @@ _SUPPORTED |= {"$push", "$addToSet"}
 
 
 def is_replacement(update: Any) -> bool:
-    """True for a replacement document, False for an operator update; refuses pipelines."""
+    """True for a replacement document, False for an operator or pipeline update."""
     if isinstance(update, list):
-        raise not_emulated("pipeline-style updates")
+        return False
     if not isinstance(update, dict):
         raise CommandError(9, "Update argument must be either an object or an array")
     operators = [k.startswith("$") for k in update]
@@ -44,9 +43,11 @@ def is_replacement(update: Any) -> bool:
 
 
 def apply_operators(
-    doc: dict[str, Any], update: dict[str, Any], *, inserting: bool
+    doc: dict[str, Any], update: dict[str, Any] | list[Any], *, inserting: bool
 ) -> dict[str, Any]:
-    """Return a new document: ``doc`` with the operator update ``update`` applied."""
+    """Return a new document: ``doc`` with the operator (or pipeline) update applied."""
+    if isinstance(update, list):
+        return apply_pipeline(doc, update)
     _check_conflicts(update)
     new = copy.deepcopy(doc)
     for op, fields in update.items():
@@ -247,41 +248,14 @@ def upsert_document(
     return id_first(apply_operators(seed, update, inserting=True))
 
 
-def update_description(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """The change event ``updateDescription`` for an update turning ``old`` into ``new``."""
-    updated: dict[str, Any] = {}
-    removed: list[str] = []
-    _diff(old, new, "", updated, removed)
-    return {"updatedFields": updated, "removedFields": removed, "truncatedArrays": []}
+MAX_NESTING = 100  # BSONDepth::getMaxDepthForUserStorage(): the top document is level 1
 
 
-def _diff(
-    old: dict[str, Any],
-    new: dict[str, Any],
-    prefix: str,
-    updated: dict[str, Any],
-    removed: list[str],
-) -> None:
-    for key in old:
-        if key not in new:
-            removed.append(prefix + key)
-    for key, value in new.items():
-        if key not in old:
-            updated[prefix + key] = value
-        elif isinstance(value, dict) and isinstance(old[key], dict):
-            if _raw(value) != _raw(old[key]):
-                _diff(old[key], value, f"{prefix}{key}.", updated, removed)
-        elif _raw(value) != _raw(old[key]):
-            updated[prefix + key] = value
-
-
-def _raw(value: Any) -> bytes:
-    """Byte-exact identity of a value: a type change (1 → 1.0) is a change, like the server."""
-    return bson.encode({"v": value}, codec_options=CODEC)
-
-
-def validate_document(doc: Any, what: str = "document") -> dict[str, Any]:
-    """Refuse non-documents and top-level ``$``-prefixed field names in stored documents."""
+def validate_document(
+    doc: Any, what: str = "document", *, inserting: bool = True
+) -> dict[str, Any]:
+    """Refuse what mongod refuses to store: non-documents, top-level ``$``-prefixed field
+    names, an array ``_id`` and nesting deeper than 100 levels (15 Overflow)."""
     if not isinstance(doc, dict):
         raise bad_value(f"{what} must be an object")
     for key in doc:
@@ -289,4 +263,26 @@ def validate_document(doc: Any, what: str = "document") -> dict[str, Any]:
             raise CommandError(52, f"The dollar ($) prefixed field '{key}' is not allowed")
     if isinstance(doc.get("_id"), list):
         raise CommandError(2, "can't use an array for _id")
+    if nesting_depth(doc) > MAX_NESTING:
+        if inserting:
+            message = f"cannot insert document because it exceeds {MAX_NESTING} levels of nesting"
+        else:
+            message = f"Document exceeds maximum nesting depth of {MAX_NESTING}"
+        raise CommandError(15, message)
     return doc
+
+
+def nesting_depth(doc: dict[str, Any]) -> int:
+    """Levels of non-empty documents and arrays, the top document counting as one."""
+    deepest = 1
+    stack: list[tuple[Any, int]] = [(doc, 1)]
+    while stack:
+        value, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth > MAX_NESTING:
+            break  # deep enough to refuse; no need to walk a hostile document further
+        children = value.values() if isinstance(value, dict) else value
+        for child in children:
+            if isinstance(child, dict | list) and child:
+                stack.append((child, depth + 1))
+    return deepest

@@ -13,10 +13,10 @@ from typing import Any
 from bson.int64 import Int64
 from bson.objectid import ObjectId
 
+from .collection import Collection, StoredDoc
 from .errors import CommandError
 from .shaping import project, sort_documents
 from .state import Context, command
-from .store import Collection, StoredDoc
 from .updates import (
     apply_operators,
     apply_replacement,
