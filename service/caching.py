@@ -295,7 +295,9 @@ class ConfigCache:
             # read (a watcher catching up): the read, which began after the lookup, answers.
             return self._snap.by_key.get(key) if self._trusted() else doc
         if self._reload_tick > started:
-            return self._snap.by_key.get(key, doc)  # answer, but leave the new snapshot alone
+            # Answer, but leave the new snapshot alone. While the stream is unconfirmed the
+            # cached entry may be older than this read, which began after the lookup.
+            return self._snap.by_key.get(key, doc) if self._trusted() else doc
         if doc is None:
             self._snap.stamp_key(key, read_at)  # empty as of then: older replays stay out
             self._remember_unknown(self._negative_keys, key, now)

@@ -426,3 +426,18 @@ async def test_a_slow_container_read_does_not_undo_a_newer_key_read() -> None:
     release.set()
     await slow
     assert "moved-in" in cache.snapshot.by_key
+
+
+async def test_an_unconfirmed_read_through_racing_a_delete_answers_with_its_own_read() -> None:
+    """A delete of an uncached document during a read lets the read answer with what it read."""
+    clock, store = FakeClock(), FakeStore([config("k", v="new")])
+    cache = make_cache(store, clock)
+    warm(cache, clock, config("k", v="old"))
+    cache.set_stream_active(False)
+    clock.advance(31)
+    store.gate = asyncio.Event()
+    lookup = asyncio.create_task(cache.get_config_by_source_id("k"))
+    await store.entered.wait()
+    cache.apply_delete(None, doc_id="some-other-document")  # not cached: reads in flight yield
+    store.gate.set()
+    assert await lookup == config("k", v="new")
