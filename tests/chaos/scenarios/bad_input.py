@@ -5,6 +5,10 @@
    gives (``scc_messages_rejected_total{reason}`` moves by exactly the expected amounts),
    survive the valid-looking out-of-sequence ones by resyncing, and end with none of the
    forged keys in its cache.
+   Then a captured genuine (signed) change is replayed at the *next* seq, as a publisher
+   without the key could: every replica must notice the genuine message with that seq as
+   a ``seq_conflict`` and reload, and the replayed (older) change must move no config back
+   (the reader's monotonic and staleness checks).
 2. A schema-driven fuzz of ``POST /events/blob`` (hypothesis, from ``/openapi.json``): no
    answer is a 5xx.
 3. Hostile edges (:mod:`tests.chaos.hostile`): a batch with an event nested 300 deep
@@ -58,6 +62,7 @@ def run(rig: Rig) -> None:
     time.sleep(rig.profile.burst_s)
     _flood_channel(rig, rng)
     time.sleep(rig.profile.burst_s)
+    _replay_at_next_seq(rig)
     _fuzz_endpoint(rig)
     hostile.deep_nesting(rig)
     with hostile.edge_replica(rig) as edge:
@@ -112,6 +117,39 @@ def _flood_channel(rig: Rig, rng: random.Random) -> None:
             f"{name}: rejected messages counted != published: "
             f"(counted, sent) {mismatch}, extra {extra}",
         )
+
+
+def _replay_at_next_seq(rig: Rig, timeout: float = 10.0) -> None:
+    """Replay a captured signed change under the next seq; every replica must catch it."""
+    assert rig.observer is not None
+    pubsub = rig.redis.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(rig.keys.invalidations)
+    captured: bytes | None = None
+    deadline = time.monotonic() + timeout
+    while captured is None and time.monotonic() < deadline:
+        reply = pubsub.get_message(timeout=0.2)
+        data = None if reply is None else reply["data"]
+        raw = data.encode() if isinstance(data, str) else data
+        if isinstance(raw, bytes) and b'"kind":"upsert"' in raw:
+            captured = raw
+    pubsub.close()
+    if not rig.check(captured is not None, "no genuine upsert seen on the channel to replay"):
+        return
+    assert captured is not None
+    before = {name: rig.resyncs(name).get("seq_conflict", 0) for name in rig.fleet.replicas}
+    body = orjson.loads(captured)
+    body["seq"] = int(rig.redis.get(rig.keys.seq) or 0) + 1  # seq is outside the signature
+    forged = orjson.dumps(body)
+    rig.observer.mark_injected(forged)
+    rig.redis.publish(rig.keys.invalidations, forged)
+    rig.note("replayed_at_next_seq", body["seq"])
+    for name in rig.fleet.replicas:
+        deadline = time.monotonic() + timeout
+        while rig.resyncs(name).get("seq_conflict", 0) <= before[name]:
+            if time.monotonic() > deadline:
+                rig.check(False, f"{name} did not notice the replay at seq {body['seq']}")
+                break
+            time.sleep(0.1)
 
 
 def _forged_answers(rig: Rig, rng: random.Random) -> int:
