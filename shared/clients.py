@@ -3,7 +3,8 @@
 MongoDB: one ``AsyncMongoClient`` per event loop, ``uuidRepresentation=standard`` and naive
 UTC datetimes, so a document read by ``find`` equals the same document decoded from a
 message (see :mod:`shared.messages`). Redis: redis-py's asyncio client with bounded
-connect/read timeouts, so a dead or hung Redis surfaces as an error instead of a hang.
+connect/read timeouts, so a dead or hung Redis surfaces as an error instead of a hang; a
+``redis+sentinel://`` URL gives a client that follows the group's primary through failovers.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from typing import Any, Final
 
 import redis.asyncio as aioredis
 from pymongo import AsyncMongoClient
+from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import RedisError
 
+from shared.redis_url import SentinelTarget, parse_redis_url
 from shared.settings import MongoSettings, RedisSettings
 
 #: What a Redis call raises when its connection is gone or unusable: redis-py's errors,
@@ -38,14 +41,69 @@ def make_mongo(settings: MongoSettings, *, appname: str, **extra: Any) -> AsyncM
     return AsyncMongoClient(settings.uri.get_secret_value(), **options)
 
 
+class SentinelRedis(aioredis.Redis):
+    """A client of the primary a Sentinel group names; closing it closes the sentinel clients.
+
+    redis-py asks the sentinels for the primary on every (re)connect; :attr:`sentinels`
+    and :attr:`master_name` let a caller ask them itself (who is primary, ``+switch-master``).
+    """
+
+    sentinels: Sentinel
+    master_name: str
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        """Close the primary's pool, then every sentinel client."""
+        try:
+            await super().aclose(close_connection_pool)
+        finally:
+            await self.sentinels.aclose()
+
+
+def make_sentinel(
+    settings: RedisSettings, *, client_name: str, socket_timeout: float = 5.0
+) -> tuple[Sentinel, SentinelTarget] | None:
+    """The sentinel group of a ``redis+sentinel://`` URL (None for a plain URL)."""
+    target = parse_redis_url(settings.url.get_secret_value())
+    if target is None:
+        return None
+    password = settings.sentinel_password
+    sentinel_kwargs: dict[str, Any] = {
+        "socket_connect_timeout": min(socket_timeout, 2.0),
+        "socket_timeout": socket_timeout,
+        "client_name": f"{client_name}:sentinel",
+        "password": None if password is None else password.get_secret_value(),
+        "ssl": target.tls,
+    }
+    # redis-py's asyncio Sentinel constructor carries no annotations.
+    group = Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
+    return group, target
+
+
 def make_redis(
     settings: RedisSettings, *, client_name: str, socket_timeout: float = 5.0
 ) -> aioredis.Redis:
-    """An asyncio Redis client (bytes responses) with bounded timeouts."""
-    return aioredis.Redis.from_url(
-        settings.url.get_secret_value(),
-        socket_connect_timeout=min(socket_timeout, 2.0),
-        socket_timeout=socket_timeout,
-        client_name=client_name,
-        decode_responses=False,
+    """An asyncio Redis client (bytes responses) with bounded timeouts.
+
+    For a ``redis+sentinel://`` URL a :class:`SentinelRedis` on the group's current primary.
+    """
+    options: dict[str, Any] = {
+        "socket_connect_timeout": min(socket_timeout, 2.0),
+        "socket_timeout": socket_timeout,
+        "client_name": client_name,
+        "decode_responses": False,
+    }
+    group = make_sentinel(settings, client_name=client_name, socket_timeout=socket_timeout)
+    if group is None:
+        return aioredis.Redis.from_url(settings.url.get_secret_value(), **options)
+    sentinel, target = group
+    client: SentinelRedis = sentinel.master_for(
+        target.master,
+        redis_class=SentinelRedis,
+        db=target.db,
+        username=target.username,
+        password=target.password,
+        ssl=target.tls,
+        **options,
     )
+    client.sentinels, client.master_name = sentinel, target.master
+    return client
