@@ -8,7 +8,11 @@ it turns every one of them into something the subscriber's rules handle:
 * redis-py reconnects and resubscribes by itself after a dropped connection and then
   delivers another ``subscribe`` confirmation: passed on as :data:`SUBSCRIBED`, which
   the subscriber reads as "messages may have been lost";
-* every redis-py or socket error becomes :class:`FeedLost`, chained.
+* every redis-py or socket error becomes :class:`FeedLost`, chained;
+* on a ``redis+sentinel://`` client it also follows Sentinel's ``+switch-master``
+  (:class:`~shared.sentinel_watching.SwitchWatch`): a promotion closes the connections at
+  once, so the subscription moves to the new primary (and is read as a resubscription)
+  instead of listening to a demoted one until Sentinel reconfigures it.
 """
 
 from __future__ import annotations
@@ -21,8 +25,9 @@ import structlog
 
 from service.errors import FeedLost
 from service.feed import SUBSCRIBED
-from shared.clients import REDIS_DOWN_ERRORS
+from shared.clients import REDIS_DOWN_ERRORS, SentinelRedis
 from shared.keys import Keys
+from shared.sentinel_watching import SwitchWatch
 
 log = structlog.get_logger("service.redis_feed")
 
@@ -35,9 +40,15 @@ class RedisFeed:
         self._keys = keys
         self._confirm_timeout_s = confirm_timeout_s
         self._pubsub: Any = None  # redis.asyncio.client.PubSub (untyped in redis-py)
+        self._switch_watch: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
         """Subscribe and wait for Redis to confirm it; FeedLost if it does not in time."""
+        if isinstance(self._redis, SentinelRedis) and self._switch_watch is None:
+            self._switch_watch = asyncio.create_task(
+                SwitchWatch(self._redis).run(), name="service.sentinel-watch"
+            )
+            self._switch_watch.add_done_callback(_report_end)
         pubsub = self._redis.pubsub()
         self._pubsub = pubsub
         channel = self._keys.invalidations
@@ -85,7 +96,11 @@ class RedisFeed:
         return (seq or 0), _as_int(raw_epoch, self._keys.epoch)
 
     async def close(self) -> None:
-        """Drop the subscription and its connection; never raises."""
+        """Drop the subscription and its connection (and the switch watch); never raises."""
+        watch, self._switch_watch = self._switch_watch, None
+        if watch is not None:
+            watch.cancel()
+            await asyncio.gather(watch, return_exceptions=True)
         pubsub, self._pubsub = self._pubsub, None
         if pubsub is None:
             return
@@ -93,6 +108,11 @@ class RedisFeed:
             await pubsub.aclose()
         except REDIS_DOWN_ERRORS as e:
             log.debug("closing the pub/sub connection failed", error=str(e))
+
+
+def _report_end(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("sentinel switch watch died", error=repr(task.exception()))
 
 
 def _as_int(raw: Any, key: str) -> int | None:
