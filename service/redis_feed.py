@@ -46,7 +46,8 @@ class RedisFeed:
         """Subscribe and wait for Redis to confirm it; FeedLost if it does not in time."""
         if isinstance(self._redis, SentinelRedis) and self._switch_watch is None:
             self._switch_watch = asyncio.create_task(
-                SwitchWatch(self._redis).run(), name="service.sentinel-watch"
+                SwitchWatch(self._redis, record_in=self._keys.failover).run(),
+                name="service.sentinel-watch",
             )
             self._switch_watch.add_done_callback(_report_end)
         pubsub = self._redis.pubsub()

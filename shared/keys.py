@@ -44,6 +44,11 @@ class Keys:
         return f"{self.namespace}:seq"
 
     @property
+    def failover(self) -> str:
+        """Hash: the last Redis primary switch any process heard (at, primary, previous, by)."""
+        return f"{self.namespace}:failover"
+
+    @property
     def invalidations(self) -> str:
         """Pub/sub channel every replica subscribes to."""
         return f"{self.namespace}:invalidations"

@@ -26,6 +26,7 @@ from typing import Any, Final
 
 import redis.asyncio as aioredis
 import structlog
+from redis.typing import EncodableT, FieldT
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
 from shared.clients import REDIS_DOWN_ERRORS, SentinelRedis
@@ -64,9 +65,15 @@ class SwitchWatch:
     """Follows ``+switch-master`` on every sentinel of ``client``'s group; see the module."""
 
     def __init__(
-        self, client: SentinelRedis, on_switch: Callable[[Switch], None] | None = None
+        self,
+        client: SentinelRedis,
+        on_switch: Callable[[Switch], None] | None = None,
+        *,
+        record_in: str | None = None,
     ) -> None:
+        """``record_in``: a hash key (``Keys.failover``) that each switch heard is written to."""
         self._client = client
+        self._record_in = record_in
         self._sentinels: list[aioredis.Redis] = list(client.sentinels.sentinels)
         self._master = client.master_name
         self._on_switch = on_switch
@@ -125,5 +132,22 @@ class SwitchWatch:
             await self._client.connection_pool.disconnect()
         except REDIS_DOWN_ERRORS as e:
             log.debug("closing connections to the old primary failed", error=str(e))
+        if self._record_in is not None:
+            await self._record(switch)
         if self._on_switch is not None:
             self._on_switch(switch)
+
+    async def _record(self, switch: Switch) -> None:
+        """Write the switch to the new primary, for ``scc inspect`` (best effort)."""
+        by = self._client.connection_pool.connection_kwargs.get("client_name") or ""
+        fields: dict[FieldT, EncodableT] = {
+            "at": repr(switch.heard_at),
+            "primary": f"{switch.new[0]}:{switch.new[1]}",
+            "previous": f"{switch.old[0]}:{switch.old[1]}",
+            "by": str(by),
+        }
+        assert self._record_in is not None
+        try:
+            await self._client.hset(self._record_in, mapping=fields)
+        except REDIS_DOWN_ERRORS as e:
+            log.warning("could not record the primary switch", key=self._record_in, error=str(e))

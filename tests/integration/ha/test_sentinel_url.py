@@ -79,12 +79,24 @@ def test_watcher_replica_and_scc_work_through_a_sentinel_url_and_a_primary_kill(
         status, doc = scc(ha.url, "inspect")
     assert status == 0, doc
     assert doc["leader"]["instance_id"] == "w-1"
-
     old = ha.group.primary.port
+    assert doc["redis"]["address"] == f"127.0.0.1:{old}"
+    assert doc["redis"]["via_sentinel"] and doc["redis"]["last_failover_at"] is None
+
     ha.group.primary.kill()
-    ha.group.wait_new_primary(old)
+    new = ha.group.wait_new_primary(old)
     _write(ha, "a", 2)
     wait_served(replica.url, "a", 2)
+    deadline = time.monotonic() + 15
+    while True:  # the replica recorded the switch it heard, and reloaded after it
+        _, doc = scc(ha.url, "inspect")
+        seen = doc.get("redis", {})
+        if seen.get("last_failover_at") and not seen.get("not_resynced_since"):
+            break
+        assert time.monotonic() < deadline, seen
+        time.sleep(0.2)
+    assert seen["address"] == f"127.0.0.1:{new}"
+    assert seen["failover_from"] == f"127.0.0.1:{old}"
 
 
 async def test_make_redis_follows_the_primary_the_sentinels_name(
