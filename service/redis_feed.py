@@ -27,7 +27,7 @@ from service.errors import FeedLost
 from service.feed import SUBSCRIBED
 from shared.clients import REDIS_DOWN_ERRORS, SentinelRedis
 from shared.keys import Keys
-from shared.sentinel_watching import SwitchWatch
+from shared.sentinel_watching import SwitchWatch, stop_watch
 
 log = structlog.get_logger("service.redis_feed")
 
@@ -40,16 +40,15 @@ class RedisFeed:
         self._keys = keys
         self._confirm_timeout_s = confirm_timeout_s
         self._pubsub: Any = None  # redis.asyncio.client.PubSub (untyped in redis-py)
-        self._switch_watch: asyncio.Task[None] | None = None
+        self._switch_watch: tuple[SwitchWatch, asyncio.Task[None]] | None = None
 
     async def open(self) -> None:
         """Subscribe and wait for Redis to confirm it; FeedLost if it does not in time."""
         if isinstance(self._redis, SentinelRedis) and self._switch_watch is None:
-            self._switch_watch = asyncio.create_task(
-                SwitchWatch(self._redis, record_in=self._keys.failover).run(),
-                name="service.sentinel-watch",
-            )
-            self._switch_watch.add_done_callback(_report_end)
+            watch = SwitchWatch(self._redis, record_in=self._keys.failover)
+            task = asyncio.create_task(watch.run(), name="service.sentinel-watch")
+            task.add_done_callback(_report_end)
+            self._switch_watch = watch, task
         pubsub = self._redis.pubsub()
         self._pubsub = pubsub
         channel = self._keys.invalidations
@@ -98,10 +97,9 @@ class RedisFeed:
 
     async def close(self) -> None:
         """Drop the subscription and its connection (and the switch watch); never raises."""
-        watch, self._switch_watch = self._switch_watch, None
-        if watch is not None:
-            watch.cancel()
-            await asyncio.gather(watch, return_exceptions=True)
+        switch_watch, self._switch_watch = self._switch_watch, None
+        if switch_watch is not None:
+            await stop_watch(*switch_watch)
         pubsub, self._pubsub = self._pubsub, None
         if pubsub is None:
             return

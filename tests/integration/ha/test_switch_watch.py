@@ -19,7 +19,7 @@ from service.feed import SUBSCRIBED
 from service.redis_feed import RedisFeed
 from shared.clients import REDIS_DOWN_ERRORS, SentinelRedis, make_redis
 from shared.keys import Keys
-from shared.sentinel_watching import Switch, SwitchWatch
+from shared.sentinel_watching import Switch, SwitchWatch, stop_watch
 from shared.settings import RedisSettings
 from tests.support.sentinel_group import SentinelGroup
 
@@ -42,7 +42,8 @@ async def test_a_planned_failover_moves_writes_to_the_new_primary_at_once(
     """With a SwitchWatch running, writes reach the new primary long before the old is demoted."""
     client = _client(sentinel_group)
     heard: list[Switch] = []
-    watch = asyncio.create_task(SwitchWatch(client, heard.append).run(), name="watch")
+    watch = SwitchWatch(client, heard.append)
+    task = asyncio.create_task(watch.run(), name="watch")
     try:
         await client.set("k", "before")
         old = sentinel_group.primary.port
@@ -58,8 +59,7 @@ async def test_a_planned_failover_moves_writes_to_the_new_primary_at_once(
                 await asyncio.sleep(0.02)
         assert [s.new[1] for s in heard] == [new]
     finally:
-        watch.cancel()
-        await asyncio.gather(watch, return_exceptions=True)
+        await stop_watch(watch, task)
         await client.aclose()
 
 
