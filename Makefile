@@ -1,5 +1,5 @@
 # The one command surface; CI runs `make test` through .ci/run.
-.PHONY: setup lint test unit integration bench chaos demo run clean
+.PHONY: setup lint test unit integration bench chaos chaos-long demo run clean
 
 setup:           ## install redis-server (apt) and .venv with all dependencies
 	scripts/setup.sh
@@ -19,8 +19,11 @@ integration: setup
 bench: setup     ## benchmarks (add ARGS=--full for the long run)
 	.venv/bin/python -m bench $(ARGS)
 
-chaos: setup     ## fault-injection scenarios against real processes
+chaos: setup     ## fault-injection scenarios, 5 seeds each (ARGS=--long, ARGS="--scenario NAME --seeds N")
 	.venv/bin/python -m tests.chaos $(ARGS)
+
+chaos-long: setup  ## the long profile of every scenario (same as make chaos ARGS=--long)
+	.venv/bin/python -m tests.chaos --long $(ARGS)
 
 demo: setup      ## local demo without Docker
 	.venv/bin/python -m tests.support.demo $(ARGS)

@@ -52,7 +52,8 @@ fields:
   watchers      instance (* = lease holder), marks, role, epoch it saw, stream lag (lease
                 holder: time since its change stream last returned a batch), age of its
                 last event and last empty batch, messages published, resyncs, elections,
-                last error, age of its heartbeat hash, version.
+                poison documents (could not be carried in a message, sent key-only; the
+                last one named), last error, age of its heartbeat hash, version.
   replicas      see `scc replicas --help`.
   dead letters  the newest entries of {ns}:events:dlq with their reasons.
 """

@@ -146,6 +146,8 @@ def judge_watcher(
         events_published=status.events_published,
         resyncs=status.resyncs,
         elections=status.elections,
+        poison_documents=status.poison_documents,
+        last_poison=status.last_poison,
         last_error=status.last_error,
         last_error_at=status.last_error_at,
         started_at=status.started_at,

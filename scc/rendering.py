@@ -90,7 +90,7 @@ def watchers_table(watchers: list[Watcher]) -> Table:
     table = _table(
         f"watchers ({len(watchers)})",
         ["instance", "state", "role", "epoch", "stream lag", "last event", "last empty batch",
-         "published", "resyncs", "elections", "last error", "heartbeat", "version"],
+         "published", "resyncs", "elections", "poison", "last error", "heartbeat", "version"],
     )  # fmt: skip
     for w in watchers:
         error = f"{w.last_error} (at {when(w.last_error_at)})"
@@ -105,6 +105,7 @@ def watchers_table(watchers: list[Watcher]) -> Table:
             _value(w.events_published),
             _value(w.resyncs),
             _value(w.elections),
+            _poison(w.poison_documents, w.last_poison),
             _value(error if w.last_error else None),
             Text(age(w.heartbeat_age_s)),
             _value(w.version),
@@ -236,3 +237,10 @@ def render_inspect(s: Snapshot) -> RenderableType:
         parts.append(dlq_table(s.dlq))
     parts.append(verdict(s))
     return Group(*parts)
+
+
+def _poison(count: int, last: str) -> Text:
+    """The poison-document count, in red with the last one named when there are any."""
+    if not count:
+        return _value(count)
+    return Text(f"{count} (last {last})" if last else str(count), style="bold red")

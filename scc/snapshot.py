@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 #: Version of the ``--json`` document; bumped on any incompatible change to its shape.
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 
 #: Every mark a replica can carry (see :mod:`scc.judging` for the exact rules).
 REPLICA_MARKS: Final = ("silent", "lagging", "not-ready")
@@ -100,6 +100,9 @@ class Watcher:
     events_published: int
     resyncs: int
     elections: int
+    poison_documents: int
+    """Documents it could not carry in a message (published key-only)."""
+    last_poison: str
     last_error: str
     last_error_at: float | None
     started_at: float | None

@@ -32,6 +32,7 @@ from typing import Any, Final, TypeVar
 
 from service.snapshot import Doc, Snapshot, container_of
 from service.storing import ConfigStore
+from shared.documents import key_of
 
 _T = TypeVar("_T")
 
@@ -113,9 +114,14 @@ class ConfigCache:
     def _refresh_live_view(self) -> None:
         self._live_by_key = self._snap.by_key if self._stream_active and self._warmed else {}
 
-    def mark_fresh(self) -> None:
-        """The message stream just confirmed that nothing was missed up to now."""
-        self._fresh_at = self._clock()
+    @property
+    def max_staleness_s(self) -> float:
+        """How old the cache may be before lookups read MongoDB (``SCC_MAX_STALENESS_S``)."""
+        return self._max_staleness_s
+
+    def mark_fresh(self, behind_s: float = 0.0) -> None:
+        """The stream confirmed nothing was missed: the cache is current as of ``behind_s`` ago."""
+        self._fresh_at = self._clock() - max(0.0, behind_s)
 
     def _trusted(self) -> bool:
         if self._stream_active and self._warmed:
@@ -279,7 +285,7 @@ class ConfigCache:
 
     async def _fetch_key(self, key: str) -> Doc | None:
         started = self._tick
-        doc = await self._store.find_by_key(key)
+        doc, read_at = await self._store.find_by_key_at(key)
         if self._lost_race(key, started):
             return self._snap.by_key.get(key)  # the message is at least as new: it answers
         if self._reload_tick > started:
@@ -291,24 +297,24 @@ class ConfigCache:
             if self._snap.remove(key):
                 self.invalidations["read_through"] += 1
             return None
-        self._install_fetched(key, doc)
+        self._install_fetched(key, doc, read_at)
         if not self._trusted():
             self._verified_keys[key] = now
         return doc
 
     async def _fetch_container(self, container: str) -> list[Doc]:
         started = self._tick
-        docs = await self._store.find_by_container(container)
+        docs, read_at = await self._store.find_by_container_at(container)
         if self._reload_tick > started:
             return docs  # a reload swapped in meanwhile: answer, install nothing
         fetched: set[str] = set()
         for doc in docs:
-            key = doc.get(self._key_field)
-            if not isinstance(key, str) or not key or container_of(doc) != container:
+            key = key_of(doc, self._key_field)
+            if key is None or container_of(doc) != container:
                 continue
             fetched.add(key)
             if not self._lost_race(key, started):
-                self._install_fetched(key, doc)
+                self._install_fetched(key, doc, read_at)
         bucket = self._snap.by_container.get(container, {})
         for key in [k for k in bucket if k not in fetched and not self._lost_race(k, started)]:
             self._snap.remove(key)  # MongoDB says it no longer lands here; re-read by key
@@ -324,7 +330,10 @@ class ConfigCache:
     async def _fetch_all(self, _name: str) -> list[Doc]:
         return await self._store.load_all()
 
-    def _install_fetched(self, key: str, doc: Doc) -> None:
+    def _install_fetched(self, key: str, doc: Doc, read_at: tuple[int, int] | None) -> None:
+        # The read reflects every change to this document older than ``read_at``: a replayed
+        # message older than that must not move it back (see Snapshot.admits).
+        self._snap.stamp(doc.get("_id"), read_at)
         old = self._snap.by_key.get(key)
         self._negative_keys.pop(key, None)
         if old != doc:

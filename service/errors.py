@@ -29,10 +29,10 @@ RESYNC_REASONS: Final = (
     "gap",  # a sequence number was skipped: messages were lost
     "heartbeat_ahead",  # a heartbeat carries a seq we never received
     "epoch_backwards",  # Redis lost its data (restart) or someone reset the epoch
-    "bad_message",  # a message failed to decode or verify; its seq is unknown
-    "resubscribed",  # redis-py reconnected and resubscribed by itself
-    "silent",  # no message or heartbeat for too long: the subscription may be dead
-    "redis_reconnect",  # our own reconnect after the Redis connection failed
+    "seq_reset",  # the seq went back within one term: Redis lost its last writes
+    "term_reset",  # a new leader term restarted the seq at or below ours
+    "seq_conflict",  # a seq arrived again with another body: a replayed/forged message
+    "bad_message",  # a message failed to decode or verify (a few per minute at most)
     "store_error",  # the previous reload failed on MongoDB; trying again
 )
 

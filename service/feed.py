@@ -25,8 +25,8 @@ class Feed(Protocol):
         """A message body, :data:`SUBSCRIBED`, or None after ``wait_s`` seconds; raise FeedLost."""
         ...
 
-    async def position(self) -> tuple[int, int | None]:
-        """``({ns}:seq, {ns}:epoch)`` now (0 and None when unset); raise FeedLost."""
+    async def position(self) -> tuple[int, int | None, str | None]:
+        """``({ns}:seq, {ns}:epoch, {ns}:term)`` now (0, None, None when unset); FeedLost."""
         ...
 
     async def close(self) -> None:

@@ -42,6 +42,10 @@ class CacheHealth(BaseModel):
     change_stream_active: bool = Field(description="Messages/heartbeats arriving.")
     last_seq: int | None
     leader_epoch: int | None
+    leader_term: str | None = Field(description="Term id of the leader last heard from.")
+    pending_resync: str | None = Field(
+        description="Why a loss of messages is known, until the reload completes."
+    )
     last_message_age_seconds: float | None
     warmed: bool
 

@@ -28,7 +28,7 @@ from opentelemetry.metrics import Meter
 
 from service.caching import ConfigCache
 from service.event_sinks import IngestCounters
-from service.subscribing import SubscriberState
+from service.subscriber_state import SubscriberState
 from shared.telemetry import gauge_callback
 
 _Reading = Callable[[], Iterable[tuple[float, dict[str, str]]]]

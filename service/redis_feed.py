@@ -86,14 +86,16 @@ class RedisFeed:
             return SUBSCRIBED
         return None  # pong, unsubscribe: nothing for the subscriber
 
-    async def position(self) -> tuple[int, int | None]:
-        """``({ns}:seq or 0, {ns}:epoch or None)``, read in one MGET."""
+    async def position(self) -> tuple[int, int | None, str | None]:
+        """``({ns}:seq or 0, {ns}:epoch or None, {ns}:term or None)``, in one MGET."""
+        keys = self._keys
         try:
-            raw_seq, raw_epoch = await self._redis.mget([self._keys.seq, self._keys.epoch])
+            raw_seq, raw_epoch, raw_term = await self._redis.mget([keys.seq, keys.epoch, keys.term])
         except REDIS_DOWN_ERRORS as e:
-            raise FeedLost(f"cannot read {self._keys.seq}: {e}") from e
-        seq = _as_int(raw_seq, self._keys.seq)
-        return (seq or 0), _as_int(raw_epoch, self._keys.epoch)
+            raise FeedLost(f"cannot read {keys.seq}: {e}") from e
+        seq = _as_int(raw_seq, keys.seq)
+        term = raw_term.decode(errors="replace") if isinstance(raw_term, bytes) else raw_term
+        return (seq or 0), _as_int(raw_epoch, keys.epoch), term
 
     async def close(self) -> None:
         """Drop the subscription and its connection (and the switch watch); never raises."""

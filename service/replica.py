@@ -73,7 +73,12 @@ class Replica:
             problems.append(f"redis unreachable: {state.last_error}")
         elif not state.subscribed:
             problems.append("not subscribed to the invalidation channel")
-        if not state.stream_active:
+        if state.pending_resync is not None:
+            problems.append(
+                f"messages may have been missed ({state.pending_resync}); reload pending,"
+                " lookups read MongoDB once the cache is older than SCC_MAX_STALENESS_S"
+            )
+        elif not state.stream_active:
             problems.append("no message or heartbeat within 3 heartbeat intervals")
         if not problems:
             self._was_ready = True
@@ -93,6 +98,8 @@ class Replica:
             "change_stream_active": state.stream_active,
             "last_seq": state.last_seq,
             "leader_epoch": state.epoch,
+            "leader_term": state.term,
+            "pending_resync": state.pending_resync,
             "last_message_age_seconds": None if last is None else round(self.clock() - last, 3),
             "warmed": self.cache.warmed,
         }

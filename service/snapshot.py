@@ -8,6 +8,14 @@ document's ``_id`` to its key -- :meth:`Snapshot.put` and :meth:`Snapshot.remove
 only writers and keep all three in step. Since ``_id`` is unique in the collection, putting
 a document whose ``_id`` is cached under another key removes that other key: the
 document's key field changed, and the old entry must not linger.
+
+Per-document versions: ``versions`` maps an ``_id`` to the exact cluster time ``(t, i)``
+of the last change applied to it (deletes included, as tombstones), and ``floor`` is a
+cluster time the whole snapshot is known to be at least as new as (a reload records the
+majority read time taken just before it read the collection). :meth:`admits` says whether
+a change of a given cluster time may still be applied: never one older than what the
+snapshot already reflects for that document, so a replay after a failover, or a replayed
+signed message, cannot move a config backwards.
 """
 
 from __future__ import annotations
@@ -33,17 +41,42 @@ def container_of(doc: Doc) -> str | None:
 class Snapshot:
     """Key → document plus the container index; mutated in place only by its owner."""
 
-    __slots__ = ("by_container", "by_id", "by_key")
+    __slots__ = ("by_container", "by_id", "by_key", "floor", "versions")
 
-    def __init__(self) -> None:
+    def __init__(self, *, floor: tuple[int, int] | None = None) -> None:
         self.by_key: dict[str, Doc] = {}
         self.by_container: dict[str, dict[str, Doc]] = {}
         self.by_id: dict[Hashable, str] = {}
+        self.versions: dict[Hashable, tuple[int, int]] = {}
+        self.floor = floor
+
+    def admits(self, doc_id: Any, ct: tuple[int, int] | None) -> bool:
+        """Whether a change of cluster time ``ct`` to ``doc_id`` is not older than ours.
+
+        Changes without a cluster time (an older watcher) or without an ``_id`` are
+        admitted. Equal times are admitted: a key change publishes a delete and an upsert
+        of one event, and a duplicate carries the same state.
+        """
+        if ct is None or doc_id is None:
+            return True
+        known = self.versions.get(id_token(doc_id), self.floor)
+        return known is None or ct >= known
+
+    def stamp(self, doc_id: Any, ct: tuple[int, int] | None) -> None:
+        """Record that the change of cluster time ``ct`` to ``doc_id`` was applied."""
+        if ct is None or doc_id is None:
+            return
+        ident = id_token(doc_id)
+        known = self.versions.get(ident)
+        if known is None or ct > known:
+            self.versions[ident] = ct
 
     @classmethod
-    def build(cls, docs: Iterable[Doc], *, key_field: str) -> tuple[Snapshot, int]:
-        """A snapshot of ``docs`` and how many were skipped for lacking a string key."""
-        snapshot, skipped = cls(), 0
+    def build(
+        cls, docs: Iterable[Doc], *, key_field: str, floor: tuple[int, int] | None = None
+    ) -> tuple[Snapshot, int]:
+        """A snapshot of ``docs`` (read at ``floor`` or later) and how many lacked a key."""
+        snapshot, skipped = cls(floor=floor), 0
         for doc in docs:
             key = key_of(doc, key_field)
             if key is not None:

@@ -1,24 +1,30 @@
 """The subscriber: keeps the cache equal to MongoDB by following ``{ns}:invalidations``.
 
 Why it exists: pub/sub is fire-and-forget, so a replica must itself notice every way a
-message can be lost and reload when it happens. It implements DESIGN.md rule 2:
+message can be lost and reload when -- and only when -- one may have been. It implements
+DESIGN.md rule 2:
 
 1. subscribe and wait for the confirmation (:meth:`Feed.open`);
-2. read ``{ns}:seq`` as S0 (and ``{ns}:epoch``);
-3. load the whole collection (majority read) while buffering incoming messages;
-4. replay buffered messages with seq > S0 onto the new snapshot, then swap it in.
+2. read ``{ns}:seq``, ``{ns}:epoch`` and ``{ns}:term`` as the starting position;
+3. load the whole collection (majority read, after taking the majority read time as the
+   snapshot's cluster-time floor) while buffering incoming messages;
+4. replay buffered messages after the starting seq onto the new snapshot, then swap it in.
 
-Then, in order, each message is checked before it is applied: an epoch lower than the
-one we follow, a heartbeat whose seq is ahead of ours, a skipped seq, a message that
-does not decode or verify, a second subscribe confirmation (redis-py reconnected and
-resubscribed by itself), or silence for 3 heartbeat intervals → reload by the same
-protocol. Messages at or below the applied seq are duplicates and ignored -- but the
-epoch check comes first, so after a Redis restart (seq and epoch start again from 1)
-new messages are never mistaken for duplicates.
+Then every message goes through :func:`service.sequencing.decide` (apply, duplicate,
+confirm, or reload and why) and :class:`service.applying.Applier` (never backwards per
+document). Only heartbeats confirm the cache, and only as of the moment the watcher says
+its published state reached (``behind``): a watcher replaying a backlog after a failover
+keeps the replicas unconfirmed until it has caught up, so lookups read MongoDB meanwhile.
+Silence, a reconnect or redis-py's own resubscription reload nothing: they
+make the stream *inactive* (the cache is no longer confirmed, so lookups read MongoDB once
+it is older than ``SCC_MAX_STALENESS_S``) until the next heartbeat or message proves --
+by its seq and term -- that nothing was lost, or that something was (reload).
 
-Invariant: the only ways out of :meth:`Subscriber.run` are cancellation and a bug; a
-lost Redis, a failing MongoDB or a bad message leads to a counted, logged retry, while
-the cache keeps serving the last good snapshot.
+Invariants: the only ways out of :meth:`Subscriber.run` are cancellation and a bug; a lost
+Redis, a failing MongoDB or a bad message leads to a counted, logged retry while the
+cache keeps serving the last good snapshot. Once a loss is known (a gap, a reset, a
+conflict) the stream is inactive until a reload completes, so from that moment no answer
+is older than the staleness bound, however long the reload takes or keeps failing.
 """
 
 from __future__ import annotations
@@ -27,53 +33,33 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any
 
 import structlog
 
+from service.applying import Applier
 from service.caching import ConfigCache
-from service.errors import RESYNC_REASONS, FeedLost, ResyncRequired, StoreError
+from service.errors import FeedLost, ResyncRequired, StoreError
 from service.feed import SUBSCRIBED, Feed
+from service.loading import load_buffering
+from service.sequencing import Position, Sequencer, Verdict, digest
 from service.snapshot import Snapshot
 from service.storing import ConfigStore
-from shared.errors import MESSAGE_ERROR_REASONS, MessageError
+from service.subscriber_state import (
+    MAX_BACKOFF_S,
+    MAX_SILENT_DOUBLINGS,
+    BadMessageBudget,
+    SubscriberState,
+)
+from shared.backoff import Backoff
+from shared.errors import MessageError
 from shared.messages import Message, decode
 
 log = structlog.get_logger("service.subscribing")
 
-#: Longest wait between reconnect attempts while Redis is unreachable.
-MAX_BACKOFF_S: Final = 5.0
-#: Silence doubles the reconnect delay this many times at most (no watcher running).
-MAX_SILENT_DOUBLINGS: Final = 4
-#: A cycle that lasted this long before failing resets the failure backoff.
-STABLE_CYCLE_S: Final = 30.0
-
-
-@dataclass
-class SubscriberState:
-    """What the subscriber knows, for health, metrics and the heartbeat hash."""
-
-    subscribed: bool = False
-    redis_ok: bool = True
-    stream_active: bool = False
-    syncing: bool = False
-    last_seq: int | None = None
-    epoch: int | None = None
-    last_message_at: float | None = None  # unix seconds
-    last_message_mono: float | None = None
-    lag_seconds: float | None = None
-    warmed_at: float | None = None  # unix seconds of the last completed load
-    last_error: str = ""
-    resyncs: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RESYNC_REASONS, 0))
-    rejected: dict[str, int] = field(
-        default_factory=lambda: dict.fromkeys(sorted(MESSAGE_ERROR_REASONS), 0)
-    )
-    duplicates: int = 0
-
 
 class Subscriber:
-    """Runs the start-up protocol, then follows the channel, reloading whenever needed."""
+    """Runs the start-up protocol, then follows the channel, reloading only on proven loss."""
 
     def __init__(
         self,
@@ -91,6 +77,7 @@ class Subscriber:
         wall: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         jitter: Callable[[], float] = random.random,
+        backoff: Backoff | None = None,
     ) -> None:
         self._feed = feed
         self._store = store
@@ -106,74 +93,84 @@ class Subscriber:
         self._wall = wall
         self._sleep = sleep
         self._jitter = jitter
+        self._backoff = backoff or Backoff(base=0.1, cap=MAX_BACKOFF_S)
+        self._store_failed = False
         self.state = SubscriberState()
-        self._last_seq = 0
-        self._epoch: int | None = None
+        self.applier = Applier(cache=cache, store=store)
+        self._seq = Sequencer()
         self._quiet_since = clock()
         self._silent_streak = 0
+        self._bad_budget = BadMessageBudget()
 
     @property
     def ready(self) -> bool:
-        """Warmed, subscribed, and heartbeats arriving."""
+        """Warmed, subscribed, heartbeats arriving, and no loss known."""
         s = self.state
-        return self._cache.warmed and s.subscribed and s.stream_active and not s.syncing
+        return (
+            self._cache.warmed
+            and s.subscribed
+            and s.stream_active
+            and not s.syncing
+            and s.pending_resync is None
+        )
 
     # ------------------------------------------------------------------ loop
     async def run(self, *, max_cycles: int | None = None) -> None:
-        """Subscribe, load, follow; on any loss reconnect and reload. Runs until cancelled.
+        """Subscribe, load, follow; reconnect on loss of Redis, reload on loss of messages.
 
-        Failures (Redis, MongoDB) back off exponentially; reloads are spaced at least
-        ``min_resync_interval_s`` apart, so a storm of bad messages or a flapping
-        connection cannot turn into a storm of full reloads. ``max_cycles`` is for tests.
+        Failures (Redis, MongoDB) back off (capped, jittered); reloads are jittered and
+        spaced at least ``min_resync_interval_s`` apart, so a storm of conflicts or a
+        flapping connection cannot turn into a storm of full reloads. ``max_cycles`` is
+        for tests.
         """
-        reason: str | None = None
-        need_open, failures, cycles = True, 0, 0
+        need_open, cycles = True, 0
         try:
             while max_cycles is None or cycles < max_cycles:
                 cycles += 1
-                started = self._clock()
+                failed = False
                 try:
                     if need_open:
                         await self._open()
                         need_open = False
-                    await self._pace(reason)
-                    await self.sync(reason)
-                    reason = await self.follow()
+                    reason = self.state.pending_resync
+                    if reason is not None or not self._cache.warmed:
+                        await self._pace(reason)
+                        await self.sync(reason)
+                    outcome = await self.follow()
                 except ResyncRequired as e:
-                    reason = e.reason
+                    outcome = e.reason
                 except FeedLost as e:
-                    need_open, reason = True, "redis_reconnect"
-                    failures = self._failures_after(failures, started)
+                    need_open, failed, outcome = True, True, None
                     self._lost(e)
                 except StoreError as e:
-                    reason = "store_error"
-                    failures = self._failures_after(failures, started)
+                    failed, outcome = True, None
+                    self._store_failed = True
                     self.state.last_error = str(e)
                     log.error("mongodb read failed; keeping the last good cache", error=str(e))
-                else:
-                    failures = 0
-                if reason == "silent":
+                if outcome == "silent":
                     need_open = True
-                if failures:
-                    await self._sleep(min(MAX_BACKOFF_S, 0.1 * 2 ** (failures - 1)))
-                elif reason == "broadcast" and self._jitter_s > 0:
-                    await self._sleep(self._jitter() * self._jitter_s)
+                elif outcome is not None:
+                    self._loss_known(outcome)
+                if failed:
+                    await self._sleep(self._backoff.next_delay())
+                else:
+                    self._backoff.reset()
+                    if outcome is not None and outcome != "silent" and self._jitter_s > 0:
+                        await self._sleep(self._jitter() * self._jitter_s)
         finally:
             self._set_active(False)
             self.state.subscribed = False
             await self._feed.close()
 
-    def _failures_after(self, failures: int, cycle_started: float) -> int:
-        # A cycle that ran for a while before failing starts the backoff afresh.
-        return 1 if self._clock() - cycle_started > STABLE_CYCLE_S else failures + 1
+    def _loss_known(self, reason: str) -> None:
+        """A message may have been lost: stop confirming the cache until a reload completes."""
+        if self.state.pending_resync is None:
+            self.state.pending_resync = reason
+            log.warning("messages may have been missed; reload pending", reason=reason)
+        self._set_active(False)
 
     async def _pace(self, reason: str | None) -> None:
-        """Wait out the minimum spacing between reloads, still applying new changes.
-
-        The reload that follows re-reads everything, but a change that arrives while we
-        wait is applied to the serving cache at once (best effort, newer than what it
-        holds), so pacing reloads never delays a change by up to a second.
-        """
+        """Wait out the minimum spacing between reloads, still applying new changes."""
         if reason is None or self._last_sync_at is None:
             return
         deadline = self._last_sync_at + self._min_resync_interval_s
@@ -187,18 +184,19 @@ class Subscriber:
             item = await self._feed.receive(left)
             if item is None or item == SUBSCRIBED:
                 continue  # the reload that follows covers whatever a resubscription lost
-            try:
-                message = self._decode(item)
-            except ResyncRequired:
-                continue  # counted and logged by _decode; the reload is coming anyway
-            self._alive(message)
-            self._apply_best_effort(message)
+            message = self._decode_or_none(item)
+            if message is not None:
+                self._alive(message)
+                self.applier.apply_now(message)
 
     async def _open(self) -> None:
+        reopened = self._cache.warmed
         await self._feed.close()
         self.state.subscribed = False
         await self._feed.open()
         self.state.subscribed = True
+        if reopened:
+            self.state.resubscriptions += 1
         if not self.state.redis_ok:
             log.info("redis reachable again; subscription confirmed")
         self.state.redis_ok = True
@@ -209,8 +207,8 @@ class Subscriber:
             log.warning(
                 "redis subscription lost; serving the last good cache",
                 error=str(error),
-                seq=self._last_seq,
-                epoch=self._epoch,
+                seq=self._seq.position.seq,
+                epoch=self._seq.position.epoch,
             )
         else:
             log.debug("redis still unreachable", error=str(error))
@@ -223,24 +221,33 @@ class Subscriber:
     async def sync(self, reason: str | None) -> None:
         """Steps 2-4 of the start-up protocol (the feed is already subscribed)."""
         if reason is not None and self._cache.warmed:
-            self.state.resyncs[reason] += 1
-            log.warning("resync", reason=reason, seq=self._last_seq, epoch=self._epoch)
+            self.state.resyncs["store_error" if self._store_failed else reason] += 1
+            log.warning("resync", reason=reason, seq=self._seq.position.seq)
         elif reason is not None:
             log.warning("start-up load retried", reason=reason)
         self.state.syncing = True
+        self._set_active(False)
+        was_warm = self._cache.warmed
         try:
-            s0, e0 = await self._feed.position()
-            started, t0 = self._clock(), time.perf_counter()
-            docs, messages = await self._load_buffering()
-            snapshot, skipped = Snapshot.build(docs, key_field=self._key_field)
-            self._last_seq, self._epoch = s0, e0
+            s0, e0, t0 = await self._feed.position()
+            started, t_start = self._clock(), time.perf_counter()
+            floor = await self._store.read_time()
+            docs, buffered = await load_buffering(
+                self._store.load_all(), self._feed, self._buffer_one, poll_s=self._poll_s
+            )
+            snapshot, skipped = Snapshot.build(docs, key_field=self._key_field, floor=floor)
+            self._seq.reset(Position(seq=s0, epoch=e0, term=t0))
             replayed = 0
-            for message in messages:
+            for raw, message in buffered:
                 if message.seq > s0:  # older ones are already in the load
-                    replayed += await self._handle(message, snapshot)
+                    replayed += await self._handle(raw, message, snapshot)
         finally:
             self.state.syncing = False
         self._cache.install(snapshot, fresh_at=started)
+        self.state.pending_resync = None
+        self._store_failed = False
+        if was_warm:
+            self.state.reloads += 1
         self._last_sync_at = self._clock()
         self._publish_position()
         self.state.warmed_at = self._wall()
@@ -250,56 +257,35 @@ class Subscriber:
         log.info(
             "cache loaded",
             size=self._cache.size,
-            seq=self._last_seq,
-            epoch=self._epoch,
+            seq=self._seq.position.seq,
+            epoch=self._seq.position.epoch,
             s0=s0,
-            buffered=len(messages),
+            buffered=len(buffered),
             replayed=replayed,
-            seconds=round(time.perf_counter() - t0, 3),
+            seconds=round(time.perf_counter() - t_start, 3),
         )
 
-    async def _load_buffering(self) -> tuple[list[dict[str, Any]], list[Message]]:
-        load = asyncio.create_task(self._store.load_all(), name="scc-replica-load")
-        buffered: list[Message] = []
-        try:
-            while True:
-                while (item := await self._feed.receive(0)) is not None:
-                    if item == SUBSCRIBED:
-                        raise ResyncRequired("resubscribed", "redis-py resubscribed during load")
-                    message = self._decode(item)
-                    self._alive(message)
-                    buffered.append(message)
-                    self._apply_best_effort(message)
-                if load.done():
-                    return load.result(), buffered
-                await asyncio.wait({load}, timeout=self._poll_s)
-        finally:
-            if not load.done():
-                load.cancel()
-                await asyncio.gather(load, return_exceptions=True)
-
-    def _apply_best_effort(self, message: Message) -> None:
-        # During a reload the serving snapshot keeps receiving changes that are newer than
-        # what it holds (seq and epoch ahead of the last applied); the checked replay onto
-        # the new snapshot follows. Stale or foreign-epoch messages are left alone.
-        if message.seq <= self._last_seq or (
-            self._epoch is not None and message.epoch < self._epoch
-        ):
-            return
-        if message.kind == "delete":
-            self._cache.apply_delete(message.key, message.doc_id)
-        elif message.kind == "upsert" and message.doc is not None and message.key is not None:
-            self._cache.apply_upsert(message.key, message.doc)
+    def _buffer_one(self, raw: bytes | str) -> Message | None:
+        """A message received while loading: decoded, applied to the serving cache at once."""
+        message = self._decode_or_none(raw)
+        if message is not None:
+            self._alive(message)
+            if message.seq > self._seq.position.seq:
+                self.applier.apply_now(message)
+        return message
 
     # ---------------------------------------------------------------- follow
     async def follow(self) -> str:
-        """Apply messages in order until one calls for a resync; return its reason."""
+        """Apply messages in order until one proves a loss (its reason) or the stream is
+        silent for long enough to resubscribe (``"silent"``)."""
         inactive_after = 3 * self._heartbeat_s
         while True:
             quiet = self._clock() - self._quiet_since
             reconnect_after = inactive_after * 2 ** min(self._silent_streak, MAX_SILENT_DOUBLINGS)
             if quiet >= inactive_after and self.state.stream_active:
-                log.warning("no message or heartbeat", seconds=round(quiet, 3), seq=self._last_seq)
+                log.warning(
+                    "no message or heartbeat", seconds=round(quiet, 3), seq=self._seq.position.seq
+                )
                 self._set_active(False)
             if quiet >= reconnect_after:
                 self._silent_streak += 1
@@ -309,15 +295,23 @@ class Subscriber:
             if item is None:
                 continue
             if item == SUBSCRIBED:
-                return "resubscribed"
+                # redis-py reconnected by itself: messages may be missing, which the next
+                # heartbeat (it carries the current seq) tells. Until then: unconfirmed.
+                self.state.resubscriptions += 1
+                self._set_active(False)
+                continue
+            message = self._decode_or_none(item)
+            if message is None:
+                if self._bad_budget.spend(self._clock()):
+                    return "bad_message"
+                continue
+            self._alive(message)
             try:
-                message = self._decode(item)
-                self._alive(message)
-                await self._handle(message, None)
+                await self._handle(item, message, None)
             except ResyncRequired as e:
                 return e.reason
 
-    def _decode(self, raw: bytes | str) -> Message:
+    def _decode_or_none(self, raw: bytes | str) -> Message | None:
         try:
             return decode(raw, hmac_key=self._hmac_key)
         except MessageError as e:
@@ -327,9 +321,9 @@ class Subscriber:
                 reason=e.reason,
                 detail=e.detail[:200],
                 size=len(raw),
-                seq=self._last_seq,
+                seq=self._seq.position.seq,
             )
-            raise ResyncRequired("bad_message", e.reason) from e
+            return None
 
     def _alive(self, message: Message) -> None:
         now = self._clock()
@@ -341,72 +335,52 @@ class Subscriber:
         if message.cluster_time is not None and message.kind in ("upsert", "delete"):
             self.state.lag_seconds = max(0.0, wall - message.cluster_time)
 
-    async def _handle(self, message: Message, snapshot: Snapshot | None) -> int:
-        """Check ``message`` against what was applied, then apply it (1) or ignore it (0)."""
-        if self._epoch is not None and message.epoch < self._epoch:
-            raise ResyncRequired("epoch_backwards", f"epoch {message.epoch} < {self._epoch}")
-        if message.kind == "heartbeat":
-            if message.seq > self._last_seq:
-                raise ResyncRequired("heartbeat_ahead", f"seq {message.seq} > {self._last_seq}")
-            self._follow_epoch(message)
-            if snapshot is None:
-                self._cache.mark_fresh()
-                self._set_active(True)
-            return 0
-        if message.seq <= self._last_seq:
+    async def _handle(self, raw: bytes | str, message: Message, snapshot: Snapshot | None) -> int:
+        """Decide on ``message`` (see :mod:`service.sequencing`); apply it (1) or not (0)."""
+        body = None if message.kind == "heartbeat" else digest(raw)
+        decision = self._seq.decide(message, body)
+        if decision.verdict is Verdict.RESYNC:
+            assert decision.reason is not None
+            raise ResyncRequired(decision.reason, decision.detail)
+        if decision.verdict is Verdict.DUPLICATE:
             self.state.duplicates += 1
             log.debug("duplicate message ignored", seq=message.seq, epoch=message.epoch)
             return 0
-        if message.seq != self._last_seq + 1:
-            raise ResyncRequired("gap", f"expected seq {self._last_seq + 1}, got {message.seq}")
-        self._last_seq = message.seq
-        self._follow_epoch(message)
-        if message.kind == "resync":
-            self._publish_position()
-            raise ResyncRequired("broadcast", message.reason or "")
-        await self._apply(message, snapshot)
+        previous = self._seq.position
+        self._seq.take(message, body)
+        if previous.term is not None and previous.term != message.term:
+            log.info(
+                "new leader term continues the sequence",
+                term=message.term,
+                epoch=message.epoch,
+                previous_term=previous.term,
+                seq=message.seq,
+            )
         self._publish_position()
-        if snapshot is None:
-            self._cache.mark_fresh()
-            self._set_active(True)
+        if decision.verdict is Verdict.CONFIRM:
+            self._confirmed(message, snapshot)
+            return 0
+        if message.kind == "resync":
+            raise ResyncRequired("broadcast", message.reason or "")
+        await self.applier.apply(message, snapshot)
+        log.debug("applied", seq=message.seq, epoch=message.epoch, key=message.key)
         return 1
 
-    def _follow_epoch(self, message: Message) -> None:
-        if self._epoch is None or message.epoch > self._epoch:
-            if self._epoch is not None:
-                log.info("new leader epoch", epoch=message.epoch, previous=self._epoch)
-            self._epoch = message.epoch
-            self._publish_position()
-
-    async def _apply(self, message: Message, snapshot: Snapshot | None) -> None:
-        key, doc_id = message.key, message.doc_id
-        if message.kind == "delete":
-            if snapshot is None:
-                self._cache.apply_delete(key, doc_id)
-            elif doc_id is not None:
-                snapshot.remove_document(key, doc_id)
-            elif key is not None:
-                snapshot.remove(key)
-            log.debug("applied", seq=message.seq, epoch=message.epoch, key=key, kind="delete")
+    def _confirmed(self, heartbeat: Message, snapshot: Snapshot | None) -> None:
+        """A heartbeat at our seq: current as of ``behind`` seconds ago (a replaying watcher
+        trails real time); live only while that is well inside the staleness bound."""
+        if snapshot is not None or self.state.pending_resync is not None:
             return
-        assert key is not None  # Message guarantees a key for upserts
-        doc, reason = message.doc, "upsert"
-        if message.refetch:
-            doc, reason = await self._store.find_by_key(key), "refetch"
-        if snapshot is not None:
-            if doc is None:
-                snapshot.remove(key)
-            else:
-                snapshot.put(key, doc)
-        elif doc is None:
-            self._cache.apply_delete(key)
-        else:
-            self._cache.apply_upsert(key, doc, reason=reason)
-        log.debug("applied", seq=message.seq, epoch=message.epoch, key=key, kind=message.kind)
+        behind = heartbeat.behind or 0.0
+        self.state.behind_s = behind
+        self._cache.mark_fresh(behind)
+        self._set_active(behind <= self._cache.max_staleness_s / 2)
 
     def _publish_position(self) -> None:
-        self.state.last_seq = self._last_seq
-        self.state.epoch = self._epoch
+        pos = self._seq.position
+        self.state.last_seq = pos.seq
+        self.state.epoch = pos.epoch
+        self.state.term = pos.term
 
     def _set_active(self, active: bool) -> None:
         if active != self.state.stream_active:

@@ -1,8 +1,9 @@
 """Factories for the two clients every process needs, configured the same way everywhere.
 
-MongoDB: one ``AsyncMongoClient`` per event loop, ``uuidRepresentation=standard`` and naive
-UTC datetimes, so a document read by ``find`` equals the same document decoded from a
-message (see :mod:`shared.messages`). Redis: redis-py's asyncio client with bounded
+MongoDB: one ``AsyncMongoClient`` per event loop, ``uuidRepresentation=standard``, naive
+UTC datetimes and ``DATETIME_AUTO`` (out-of-range dates as ``DatetimeMS``), so a document
+read by ``find`` equals the same document decoded from a message (see
+:mod:`shared.messages`). Redis: redis-py's asyncio client with bounded
 connect/read timeouts, so a dead or hung Redis surfaces as an error instead of a hang; a
 ``redis+sentinel://`` URL gives a client that follows the group's primary through failovers.
 """
@@ -12,6 +13,8 @@ from __future__ import annotations
 from typing import Any, Final
 
 import redis.asyncio as aioredis
+from bson.binary import UuidRepresentation
+from bson.codec_options import CodecOptions, DatetimeConversion
 from pymongo import AsyncMongoClient
 from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import RedisError
@@ -26,7 +29,21 @@ from shared.settings import MongoSettings, RedisSettings
 REDIS_DOWN_ERRORS: Final = (RedisError, OSError, RuntimeError)
 
 #: Options under which a document read from MongoDB equals its message-decoded twin.
-MONGO_DOCUMENT_OPTIONS: dict[str, Any] = {"uuidRepresentation": "standard", "tz_aware": False}
+#: ``DATETIME_AUTO``: a date outside ``datetime``'s years 1..9999 (legal BSON, easily
+#: written from JavaScript or Java) decodes as ``bson.datetime_ms.DatetimeMS`` instead of
+#: raising ``InvalidBSON`` -- the default would make one such document unreadable for
+#: every process, the change stream included.
+MONGO_DOCUMENT_OPTIONS: dict[str, Any] = {
+    "uuidRepresentation": "standard",
+    "tz_aware": False,
+    "datetime_conversion": DatetimeConversion.DATETIME_AUTO,
+}
+#: The same options as a codec, for decoding raw BSON the way the client would.
+DOCUMENT_CODEC: Final[CodecOptions[dict[str, Any]]] = CodecOptions(
+    uuid_representation=UuidRepresentation.STANDARD,
+    tz_aware=False,
+    datetime_conversion=DatetimeConversion.DATETIME_AUTO,
+)
 
 
 def make_mongo(settings: MongoSettings, *, appname: str, **extra: Any) -> AsyncMongoClient[Any]:

@@ -34,6 +34,11 @@ class Keys:
         return f"{self.namespace}:epoch"
 
     @property
+    def term(self) -> str:
+        """String: the term id of the leader that last published (fenced, with ``seq``)."""
+        return f"{self.namespace}:term"
+
+    @property
     def resume(self) -> str:
         """Hash: resume token, epoch, cluster time, saved-at (leader only, fenced)."""
         return f"{self.namespace}:resume"

@@ -2,10 +2,22 @@
 
 Wire form (DESIGN.md)::
 
-    {"v":1, "seq":int, "epoch":int, "kind":"upsert"|"delete"|"resync"|"heartbeat",
+    {"v":1, "seq":int, "epoch":int, "term":str, "kind":"upsert"|"delete"|"resync"|"heartbeat",
      "key":str|null, "doc":object|null, "op":str|null, "cluster_time":float|null,
-     "published_at":float, "refetch":bool, "reason":str|null, "id":any|null,
-     "sig":hex (optional)}
+     "ct":[t,i]|null, "behind":float|null, "published_at":float, "refetch":bool, "reason":str|null,
+     "id":any|null, "sig":hex (optional)}
+
+``term`` is the leader term id, drawn at random when the lease is acquired: ``seq`` is a
+counter *within* a term, and a replica told apart two terms that share an epoch number
+(Redis lost the ``INCR``) by it. ``ct`` is the change event's exact ``clusterTime`` (the
+BSON Timestamp as ``[seconds, increment]``): the per-document ordering key replicas use so
+that a replay can never move a config backwards; heartbeats repeat the last change's.
+``cluster_time`` is the same instant as float seconds, for humans and lag only. A
+heartbeat's ``behind`` says how many seconds the published state trails real time (the
+watcher may be replaying a backlog after a failover): a replica counts its cache as
+current only as of ``now - behind``. Both new
+fields are optional on decode (``term`` reads as ``""``, ``ct`` as null) so messages of an
+older watcher still decode during a rolling upgrade.
 
 ``id`` is the document's ``_id`` (extended JSON) on upserts and deletes. A replica keeps an
 ``_id → key`` index, so a delete may name only the ``_id`` (``key`` null) when the watcher
@@ -28,8 +40,11 @@ document are read as extended JSON and are not supported.
 Signing: with a key, ``sig`` is HMAC-SHA256 over the sorted-key JSON of every field
 except ``seq`` and ``sig``. ``seq`` is not covered (Redis's Lua has no SHA-256 to sign
 after the script assigns it); someone who can publish without the key can at most
-replay an earlier *signed* message under a new number, which the channel's Redis ACL is
-there to prevent.
+replay an earlier *signed* message under a new number. Since ``term`` and ``ct`` are
+signed, such a replay names an old term (replicas take a term change at a seq that does not
+follow theirs for a reset and reload) or an old cluster time (replicas never replace a
+document with one from an older cluster time), and a replay at the very next seq is caught
+when the genuine message with that seq arrives with a different body (``seq_conflict``).
 """
 
 from __future__ import annotations
@@ -42,7 +57,8 @@ from typing import Any, Final, Literal, cast
 
 import orjson
 from bson import json_util
-from bson.binary import UuidRepresentation
+from bson.binary import UUID_SUBTYPE, Binary, UuidRepresentation
+from bson.codec_options import DatetimeConversion
 from bson.json_util import JSONMode, JSONOptions
 
 from shared.errors import MessageError
@@ -55,7 +71,18 @@ Kind = Literal["upsert", "delete", "resync", "heartbeat"]
 KINDS: Final[frozenset[str]] = frozenset({"upsert", "delete", "resync", "heartbeat"})
 
 EJSON_OPTIONS: Final = JSONOptions(
-    json_mode=JSONMode.RELAXED, tz_aware=False, uuid_representation=UuidRepresentation.STANDARD
+    json_mode=JSONMode.RELAXED,
+    tz_aware=False,
+    uuid_representation=UuidRepresentation.STANDARD,
+    datetime_conversion=DatetimeConversion.DATETIME_AUTO,
+)
+#: Decoding keeps every binary a ``Binary`` (json_util would read subtype 3 as a legacy
+#: UUID, which ``find`` never does); :func:`_as_found` then applies PyMongo's own rule.
+_EJSON_READ_OPTIONS: Final = JSONOptions(
+    json_mode=JSONMode.RELAXED,
+    tz_aware=False,
+    uuid_representation=UuidRepresentation.UNSPECIFIED,
+    datetime_conversion=DatetimeConversion.DATETIME_AUTO,
 )
 _INT64_MIN: Final = -(2**63)
 _INT64_MAX: Final = 2**63 - 1
@@ -76,6 +103,9 @@ class Message:
     refetch: bool = False
     reason: str | None = None
     doc_id: Any = None
+    term: str = ""
+    ct: tuple[int, int] | None = None
+    behind: float | None = None
 
     def __post_init__(self) -> None:
         _check_shape(self)
@@ -112,7 +142,7 @@ def to_ejson(value: Any) -> Any:
         return {str(k): to_ejson(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [to_ejson(v) for v in value]
-    if value is None or isinstance(value, str | bool):
+    if value is None or value.__class__ is str or isinstance(value, bool):
         return value
     if _is_int(value) and _INT64_MIN <= value <= _INT64_MAX:
         return int(value)
@@ -122,14 +152,26 @@ def to_ejson(value: Any) -> Any:
 
 
 def from_ejson(value: Any) -> Any:
-    """Relaxed extended JSON back to the BSON types PyMongo would return."""
+    """Relaxed extended JSON back to the BSON types PyMongo's ``find`` would return.
+
+    That is: the decoding of :data:`shared.clients.MONGO_DOCUMENT_OPTIONS` -- a date
+    outside ``datetime``'s years 1..9999 is a ``DatetimeMS`` (``{"$date": {"$numberLong":
+    ...}}`` on the wire), any other date a naive UTC ``datetime``; binary subtype 4 of 16
+    bytes is a ``UUID``, subtype 0 is ``bytes``, every other binary a ``Binary``.
+    """
     if isinstance(value, dict):
         converted = {k: from_ejson(v) for k, v in value.items()}
         if any(k.startswith("$") for k in converted):
-            return json_util.object_hook(converted, json_options=EJSON_OPTIONS)
+            return _as_found(json_util.object_hook(converted, json_options=_EJSON_READ_OPTIONS))
         return converted
     if isinstance(value, list):
         return [from_ejson(v) for v in value]
+    return value
+
+
+def _as_found(value: Any) -> Any:
+    if isinstance(value, Binary) and value.subtype == UUID_SUBTYPE and len(value) == 16:
+        return value.as_uuid(UuidRepresentation.STANDARD)
     return value
 
 
@@ -148,11 +190,14 @@ def encode_body(message: Message, *, hmac_key: bytes | None = None) -> bytes:
     obj: dict[str, Any] = {
         "v": VERSION,
         "epoch": message.epoch,
+        "term": message.term,
         "kind": message.kind,
         "key": message.key,
         "doc": None if message.doc is None else to_ejson(message.doc),
         "op": message.op,
         "cluster_time": message.cluster_time,
+        "ct": None if message.ct is None else list(message.ct),
+        "behind": message.behind,
         "published_at": message.published_at,
         "refetch": message.refetch,
         "reason": message.reason,
@@ -240,6 +285,19 @@ def _from_obj(obj: dict[str, Any]) -> Message:
         obj, "cluster_time", lambda v: v is None or _is_number(v), "a number or null"
     )
     published_at = _field(obj, "published_at", _is_number, "a number")
+    term = _field(
+        obj, "term", lambda v: isinstance(v, str) and len(v) <= 64, "a string", required=False
+    )
+    ct = _field(
+        obj, "ct", lambda v: v is None or _is_timestamp(v), "[t, i] or null", required=False
+    )
+    behind = _field(
+        obj,
+        "behind",
+        lambda v: v is None or (_is_number(v) and v >= 0),
+        "a number >= 0 or null",
+        required=False,
+    )
     refetch = _field(obj, "refetch", lambda v: isinstance(v, bool), "a bool", required=False)
     reason = _field(
         obj, "reason", lambda v: v is None or isinstance(v, str), "a string", required=False
@@ -262,4 +320,16 @@ def _from_obj(obj: dict[str, Any]) -> Message:
         refetch=bool(refetch),
         reason=reason,
         doc_id=doc_id,
+        term=term or "",
+        ct=None if ct is None else (int(ct[0]), int(ct[1])),
+        behind=None if behind is None else float(behind),
+    )
+
+
+def _is_timestamp(value: object) -> bool:
+    """``[t, i]``: two unsigned 32-bit ints, as in a BSON Timestamp."""
+    return (
+        isinstance(value, list)
+        and len(value) == 2
+        and all(_is_int(part) and 0 <= part < 2**32 for part in value)
     )

@@ -51,18 +51,30 @@ return 1
 """
 )
 
-#: KEYS: leader, epoch, seq. ARGV: instance id, epoch, channel, body (JSON object without
-#: seq), "1" to take the next seq or "0" to repeat the current one (heartbeat).
+#: KEYS: leader, epoch, seq, term. ARGV: instance id, epoch, channel, body (JSON object
+#: without seq), "1" to take the next seq or "0" to repeat the current one (heartbeat),
+#: term id, floor. Records the term id next to seq (replicas read both in one MGET at
+#: start-up, so they know which term their starting seq belongs to). ``floor`` is the last
+#: seq this term was given: if ``{ns}:seq`` is below it, Redis lost its last writes (a
+#: failover to a replica that lagged) and the counter is put back to it first, so the
+#: sequence replicas already saw continues instead of repeating numbers.
 #: Returns {seq, receivers}, or -1 when fenced out.
 PUBLISH: Final = (
     _FENCE
     + """
 local seq
+if ARGV[7] then
+  local floor = tonumber(ARGV[7])
+  if tonumber(redis.call('GET', KEYS[3]) or '0') < floor then
+    redis.call('SET', KEYS[3], ARGV[7])
+  end
+end
 if ARGV[5] == '1' then
   seq = redis.call('INCR', KEYS[3])
 else
   seq = tonumber(redis.call('GET', KEYS[3]) or '0')
 end
+if ARGV[6] then redis.call('SET', KEYS[4], ARGV[6]) end
 local body = ARGV[4]
 local msg = '{"seq":' .. string.format('%d', seq) .. ',' .. string.sub(body, 2)
 local receivers = redis.call('PUBLISH', ARGV[3], msg)

@@ -147,7 +147,7 @@ class TimingSettings(_Group):
         ge=0,
         validation_alias=AliasChoices("SCC_RESYNC_JITTER_MS", "resync_jitter_ms"),
     )
-    """Replicas wait a random 0..this before reloading on a broadcast resync."""
+    """Replicas wait a random 0..this before every reload (proven loss or broadcast)."""
 
 
 class HttpSettings(_Group):

@@ -79,6 +79,10 @@ class WatcherStatus(_Hash):
     events_published: int = 0
     resyncs: int = 0
     elections: int = 0
+    #: Documents it could not carry in a message (undecodable or unencodable).
+    poison_documents: int = 0
+    #: The last of them: reason, ``_id`` and error; empty when none.
+    last_poison: str = ""
     last_error: str = ""
     last_error_at: float | None = None
     started_at: float | None = None

@@ -16,7 +16,8 @@ refused write calls :meth:`Elector.step_down`.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+import secrets
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import redis.asyncio as aioredis
@@ -96,12 +97,23 @@ class RedisLease:
         return pttl if pttl >= 0 else None
 
 
+def new_term_id() -> str:
+    """A fresh random term id (64 bits, hex)."""
+    return secrets.token_hex(8)
+
+
 @dataclass(frozen=True, slots=True)
 class Term:
-    """One tenure as leader: its fencing ``epoch`` and when it began (monotonic)."""
+    """One tenure as leader: its fencing ``epoch``, when it began (monotonic), its id.
+
+    ``term_id`` is drawn at random when the lease is acquired and travels in every message
+    and heartbeat of the term: if Redis loses writes and issues an epoch number twice, or
+    its ``seq`` goes back, replicas still tell the two terms apart (DESIGN.md, "Term id").
+    """
 
     epoch: int
     acquired_at: float
+    term_id: str = field(default_factory=new_term_id)
 
 
 class Leadership:
@@ -268,7 +280,7 @@ class Elector:
             term = Term(epoch=epoch, acquired_at=started)
             self._next_renewal = started + self._timing.renew_every
             self._leadership.grant(term, started + self._timing.valid_for)
-            log.info("lease acquired", epoch=epoch, ttl_ms=self._timing.ttl_ms)
+            log.info("lease acquired", epoch=epoch, term=term.term_id, ttl_ms=self._timing.ttl_ms)
             return
         # Held by someone else: come back just after it would expire, or at the poll cap
         # (so a released lease is taken over within one poll).

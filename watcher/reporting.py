@@ -29,6 +29,9 @@ from watcher.timing import Clock, wait_event
 
 log = structlog.get_logger("watcher.reporting")
 
+#: Why a document could not be carried in a message (``scc_watcher_poison_documents_total``).
+POISON_REASONS = ("undecodable", "unencodable")
+
 #: Histogram bucket bounds (seconds) for one fenced publish round trip.
 PUBLISH_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -45,8 +48,13 @@ class WatcherStats:
     skipped: Counter[str] = field(default_factory=Counter)
     fenced: int = 0
     oversized: int = 0
+    #: Poison documents by reason (every reason present, so the metric shows 0).
+    poison: Counter[str] = field(default_factory=lambda: Counter(dict.fromkeys(POISON_REASONS, 0)))
+    last_poison: str = ""
     last_event_at: float | None = None
     last_empty_batch_at: float | None = None
+    #: Wall time up to which every committed change has been published (None: unknown).
+    caught_up_at: float | None = None
     last_error: str = ""
     last_error_at: float | None = None
     stream_open: bool = False
@@ -57,6 +65,20 @@ class WatcherStats:
         self.errors[kind] += 1
         self.last_error = f"{where}: {kind}: {error}"[:500]
         self.last_error_at = at
+
+    def record_poison(self, reason: str, doc_id: object, error: str) -> None:
+        """Count one poison document and remember which one it was."""
+        self.poison[reason] += 1
+        self.last_poison = f"{reason}: _id={doc_id!r:.120}: {error}"[:300]
+
+    def caught_up(self, at: float | None) -> None:
+        """Every change committed before ``at`` has been published (moves forward only)."""
+        if at is not None and (self.caught_up_at is None or at > self.caught_up_at):
+            self.caught_up_at = at
+
+    def behind(self, now: float) -> float | None:
+        """How far (seconds) the published state trails ``now``; None until known."""
+        return None if self.caught_up_at is None else max(0.0, now - self.caught_up_at)
 
     def lag(self, now: float) -> float | None:
         """Seconds since the stream last answered (an event or an empty batch), if it has."""
@@ -76,6 +98,8 @@ class WatcherStats:
             events_published=sum(self.events.values()),
             resyncs=sum(self.resyncs.values()),
             elections=leadership.elections,
+            poison_documents=sum(self.poison.values()),
+            last_poison=self.last_poison,
             last_error=self.last_error,
             last_error_at=self.last_error_at,
             started_at=self.started_at,
@@ -94,7 +118,8 @@ def register_metrics(
     ``scc_watcher_publish_seconds``, ``scc_watcher_lag_seconds``,
     ``scc_watcher_resyncs_total{reason}``, ``scc_watcher_elections_total``,
     ``scc_watcher_errors_total{error}``, ``scc_watcher_skipped_total{reason}``,
-    ``scc_watcher_fenced_total``, ``scc_watcher_oversized_total``.
+    ``scc_watcher_fenced_total``, ``scc_watcher_oversized_total``,
+    ``scc_watcher_poison_documents_total{reason}``.
     """
 
     def labelled(counts: Counter[str], label: str) -> Iterable[tuple[float, dict[str, str]]]:
@@ -136,6 +161,11 @@ def register_metrics(
         "scc_watcher_fenced": (
             lambda: [(float(stats.fenced), {})],
             "Leader writes refused by the fence (this instance stepped down).",
+        ),
+        "scc_watcher_poison_documents": (
+            lambda: labelled(stats.poison, "reason"),
+            "Documents that could not be carried in a message (sent as key-only deletes or "
+            "refetches), by reason.",
         ),
         "scc_watcher_oversized": (
             lambda: [(float(stats.oversized), {})],

@@ -1,19 +1,22 @@
-"""Clocks, waits and backoff: the only place the watcher's loops learn what time it is.
+"""Clocks and waits: the only place the watcher's loops learn what time it is.
 
 Every loop that runs forever takes a :class:`Clock` and a ``stop`` event instead of calling
 ``time`` or ``asyncio.sleep`` directly, so tests drive them with short intervals and end
-them deterministically. Lease deadlines are measured on the *monotonic* clock (a wall-clock
-jump must never extend a lease); message and status times use the wall clock.
+them deterministically. Lease deadlines are measured on the *monotonic* clock (a
+wall-clock jump must never extend a lease); message and status times use the wall clock.
+The retry delay after a failure is :class:`shared.backoff.Backoff`, re-exported here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import time
-from dataclasses import dataclass, field
 from typing import Protocol
+
+from shared.backoff import Backoff
+
+__all__ = ["SYSTEM_CLOCK", "Backoff", "Clock", "SystemClock", "wait_event"]
 
 
 class Clock(Protocol):
@@ -53,27 +56,3 @@ async def wait_event(event: asyncio.Event, seconds: float) -> bool:
         async with asyncio.timeout(seconds):
             await event.wait()
     return event.is_set()
-
-
-@dataclass(slots=True)
-class Backoff:
-    """Exponential backoff with full jitter: attempt *n* waits ``uniform(0, min(cap, base·2ⁿ))``.
-
-    Full jitter spreads the retries of several watchers hitting the same outage, so they do
-    not reconnect in lock-step.
-    """
-
-    base: float = 0.1
-    cap: float = 10.0
-    rng: random.Random = field(default_factory=random.Random)
-    attempt: int = 0
-
-    def next_delay(self) -> float:
-        """The delay before the next retry; each call doubles the ceiling up to ``cap``."""
-        ceiling = min(self.cap, self.base * (2 ** min(self.attempt, 32)))
-        self.attempt += 1
-        return self.rng.uniform(0.0, ceiling)
-
-    def reset(self) -> None:
-        """Start over after a success."""
-        self.attempt = 0

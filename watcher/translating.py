@@ -14,9 +14,18 @@ Invariants:
 * A document that lost its key is deleted by ``_id``.
 * insert/update/replace carry the post-image (``fullDocument``, looked up by the server);
   an update whose lookup found nothing means the document is gone: ``delete``.
+* A *poison document* -- an event the source could not decode (marked
+  :data:`UNDECODABLE`) -- is never skipped and never stops the stream: it is logged with
+  its ``_id``, counted, and published as a delete by ``_id`` (with the key when known).
+  Replicas decode documents with the same codec, so one they were asked to refetch
+  would fail for them too (a failed read, then a full reload, on every replica); a
+  delete by ``_id`` makes each drop whatever it holds for that document, wherever it is
+  cached, and its next lookup reads MongoDB -- never the version before the change.
+  An undecodable event that names no ``_id`` is a ``resync`` (reason ``poison_event``).
 
-``cluster_time`` in messages is :func:`cluster_seconds` of the event's ``clusterTime``:
-``Timestamp.time + Timestamp.inc × 1e-6``. It is for humans and lag, not an ordering key.
+``ct`` in messages is the event's exact ``clusterTime`` as ``(time, inc)``
+(:func:`cluster_ts`): replicas order versions of one document by it. ``cluster_time`` is
+:func:`cluster_seconds` of the same Timestamp (``time + inc × 1e-6``), for humans and lag.
 """
 
 from __future__ import annotations
@@ -36,12 +45,21 @@ log = structlog.get_logger("watcher.translating")
 
 #: Change kinds that carry (or delete) one document.
 DOCUMENT_OPS: Final = frozenset({"insert", "update", "replace"})
+#: Set (to what went wrong) in a change event the source could not decode in full.
+UNDECODABLE: Final = "scc.undecodable"
 
 
 def cluster_seconds(value: object) -> float | None:
     """A BSON ``Timestamp`` as float seconds (``time + inc × 1e-6``); None otherwise."""
     if isinstance(value, Timestamp):
         return value.time + value.inc / 1_000_000
+    return None
+
+
+def cluster_ts(value: object) -> tuple[int, int] | None:
+    """A BSON ``Timestamp`` as the exact ``(time, inc)`` pair; None otherwise."""
+    if isinstance(value, Timestamp):
+        return (value.time, value.inc)
     return None
 
 
@@ -56,6 +74,7 @@ class Draft:
     cluster_time: float | None = None
     reason: str | None = None
     doc_id: Any = None
+    ct: tuple[int, int] | None = None
 
 
 def resync(reason: str, *, op: str | None = None) -> Draft:
@@ -97,9 +116,13 @@ class Translator:
         """Drafts for ``change``; restart events are the follower's job, not this one's."""
         op = str(change.get("operationType"))
         cluster_time = cluster_seconds(change.get("clusterTime"))
+        ct = cluster_ts(change.get("clusterTime"))
         doc_key = change.get("documentKey")
         has_id = isinstance(doc_key, Mapping) and "_id" in doc_key
         doc_id = doc_key["_id"] if isinstance(doc_key, Mapping) and has_id else None
+        if UNDECODABLE in change:
+            error = str(change[UNDECODABLE])
+            return self._poison(op, doc_id if has_id else None, error, cluster_time)
         if op not in DOCUMENT_OPS and op != "delete":
             return self._skip(op, "unhandled_op")
         if not has_id:
@@ -108,25 +131,55 @@ class Translator:
         if op == "delete" or doc is None:
             # delete, or an update/replace whose post-image lookup found nothing: gone.
             key = self._forget(doc_id) if op == "delete" else self._known(doc_id)
-            return [Draft("delete", op, key=key, cluster_time=cluster_time, doc_id=doc_id)]
+            return [Draft("delete", op, key=key, cluster_time=cluster_time, ct=ct, doc_id=doc_id)]
         if not isinstance(doc, Mapping):
             return self._skip(op, "bad_full_document")
         key = key_of(doc, self._key_field)
         previous = self._known(doc_id)
         out: list[Draft] = []
         if previous is not None and previous != key:
-            out.append(Draft("delete", op, key=previous, cluster_time=cluster_time, doc_id=doc_id))
+            out.append(
+                Draft("delete", op, key=previous, cluster_time=cluster_time, ct=ct, doc_id=doc_id)
+            )
         if key is None:
             self.keys.forget(doc_id)
             self._skip(op, "no_key")
             if previous is None:  # the replicas may still hold it under its old key
-                out.append(Draft("delete", op, cluster_time=cluster_time, doc_id=doc_id))
+                out.append(Draft("delete", op, cluster_time=cluster_time, ct=ct, doc_id=doc_id))
             return out
         self.keys.learn(doc_id, key)
         out.append(
-            Draft("upsert", op, key=key, doc=dict(doc), cluster_time=cluster_time, doc_id=doc_id)
+            Draft(
+                "upsert",
+                op,
+                key=key,
+                doc=dict(doc),
+                cluster_time=cluster_time,
+                ct=ct,
+                doc_id=doc_id,
+            )
         )
         return out
+
+    def _poison(self, op: str, doc_id: Any, error: str, cluster_time: float | None) -> list[Draft]:
+        self._stats.record_poison("undecodable", doc_id, error)
+        if doc_id is None:
+            log.error(
+                "change event undecodable and names no document; publishing resync",
+                op=op,
+                error=error,
+            )
+            return [resync("poison_event", op=op)]
+        key = self._known(doc_id)
+        log.error(
+            "poison document: change event undecodable; published as a delete by _id",
+            op=op,
+            _id=repr(doc_id)[:200],
+            key=key,
+            error=error,
+            hint="replicas drop it and read MongoDB on the next lookup; fix the document",
+        )
+        return [Draft("delete", op, key=key, cluster_time=cluster_time, doc_id=doc_id)]
 
     def _known(self, doc_id: Any) -> str | None:
         if self._key_field == "_id":

@@ -17,11 +17,13 @@ Invariants (DESIGN.md, rule 1):
 from __future__ import annotations
 
 import asyncio
+import datetime
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 import structlog
+from bson.timestamp import Timestamp
 
 from shared.documents import key_of
 from shared.errors import StoreUnavailable
@@ -191,17 +193,21 @@ class Follower:
             if not pos.scanned:
                 await self._scan_keys()
                 pos.scanned = True
+            self._stats.caught_up_at = None  # a new stream: unknown until it answers
             while not stop.is_set():
+                asked = self._clock.wall()
                 change = await stream.try_next()
                 self._backoff.reset()
                 if change is None:
                     self._stats.last_empty_batch_at = self._clock.wall()
+                    self._stats.caught_up(asked)  # nothing committed before we asked is left
                     if stream.resume_token is not None:
                         pos.token = stream.resume_token
                     await self._save(term, pos, force=pos.unsaved_changes > 0 or pos.saved is None)
                     continue
                 self._stats.last_event_at = self._clock.wall()
                 await self._handle(change, term)
+                self._stats.caught_up(event_wall_time(change))
                 pos.token = stream.resume_token
                 pos.cluster_time = cluster_seconds(change.get("clusterTime"))
                 pos.unsaved_changes += 1
@@ -268,6 +274,21 @@ class Follower:
                 self._translator.keys.learn(doc_id, key)
                 learned += 1
         log.info("document keys learned", count=learned)
+
+
+def event_wall_time(change: Mapping[str, Any]) -> float | None:
+    """When the change happened (unix seconds): ``wallTime`` (6.0+), else ``clusterTime``.
+
+    After a change is published, everything committed before this moment was published
+    too (a change stream is ordered), so it bounds how far the replicas' state trails.
+    """
+    wall = change.get("wallTime")
+    if isinstance(wall, datetime.datetime):
+        if wall.tzinfo is None:
+            wall = wall.replace(tzinfo=datetime.UTC)
+        return wall.timestamp()
+    ts = change.get("clusterTime")
+    return float(ts.time) if isinstance(ts, Timestamp) else None
 
 
 async def _settle(task: asyncio.Task[None]) -> None:

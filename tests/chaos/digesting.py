@@ -33,6 +33,7 @@ import orjson
 from pymongo.collection import Collection
 
 from shared.messages import to_ejson
+from tests.chaos.configs import key_of
 from tests.chaos.probing import cache_health, scrape
 
 _SHOWN: Final = 8
@@ -64,13 +65,16 @@ def read_collection(
     out: dict[str, str] = {}
     problems: list[str] = []
     for doc in coll.find({}):
-        key = doc.get(key_field)
+        key = key_of(doc, key_field)
         if not isinstance(key, str) or not key:
             problems.append(f"document {doc.get('_id')!r} has no string {key_field}")
         elif key in out:
             problems.append(f"two documents share {key_field} {key!r}")
         else:
-            out[key] = canonical(doc)
+            try:
+                out[key] = canonical(doc)
+            except (TypeError, ValueError) as e:  # a value the codec cannot carry
+                problems.append(f"document {key!r} has no extended-JSON form: {e!r:.200}")
     return out, problems
 
 

@@ -6,9 +6,11 @@ long run differs only in numbers, never in code paths.
 
 Timings of the fleet (:data:`FLEET_ENV`) are short so a scenario takes seconds: a 1 s
 leader lease, 200 ms heartbeats (a replica calls the stream inactive after 600 ms), 100 ms
-change-stream waits, and a 1 s staleness bound, after which an inactive replica answers
-lookups by reading MongoDB. ``SCC_MAX_MESSAGE_BYTES`` is at its minimum so the writer's
-padded documents travel key-only and exercise the refetch path. HMAC signing and the
+change-stream waits, and a 2 s staleness bound, after which an inactive replica answers
+lookups by reading MongoDB (small, so the chaos suite's bounded-staleness check --
+``SCC_MAX_STALENESS_S`` + 1 s -- has teeth within a short scenario).
+``SCC_MAX_MESSAGE_BYTES`` is at its minimum so the writer's padded documents travel
+key-only and exercise the refetch path. HMAC signing and the
 ingest token are on, as in a hardened deployment.
 """
 
@@ -23,7 +25,7 @@ INGEST_TOKEN: Final = "chaos-ingest-token-0123456789"
 NAMESPACE: Final = "chaos"
 HEARTBEAT_MS: Final = 200
 LEADER_TTL_MS: Final = 1000
-MAX_STALENESS_S: Final = 1.0
+MAX_STALENESS_S: Final = 2.0
 
 FLEET_ENV: Final[dict[str, str]] = {
     "SCC_LEADER_TTL_MS": str(LEADER_TTL_MS),
@@ -66,6 +68,9 @@ class Profile:
     fuzz_examples: int
     #: 8: configs created and immediately sent their first blob event.
     read_your_writes: int
+    #: 12: failed resubscriptions every replica must go through, and the longest outage.
+    redis_outage_reconnects: int
+    redis_outage_max_s: float
     #: Deadline for the fleet to settle after writes stop (a wait, not a speed assertion).
     converge_timeout_s: float
 
@@ -83,6 +88,8 @@ SHORT: Final = Profile(
     bad_payloads=400,
     fuzz_examples=120,
     read_your_writes=50,
+    redis_outage_reconnects=10,
+    redis_outage_max_s=90.0,
     converge_timeout_s=45.0,
 )
 
@@ -99,6 +106,8 @@ LONG: Final = Profile(
     bad_payloads=10_000,
     fuzz_examples=1500,
     read_your_writes=500,
+    redis_outage_reconnects=100,
+    redis_outage_max_s=600.0,
     converge_timeout_s=120.0,
 )
 

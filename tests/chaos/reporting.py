@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any, Final, TextIO
 
 
 @dataclass
@@ -20,6 +20,12 @@ class RunResult:
     seed: int
     profile: str
     divergences: int = 0
+    #: Answers that went back in time, and answers older than the staleness bound.
+    monotonic: int = 0
+    stale_reads: int = 0
+    #: Whole-collection reloads after start-up, summed over replicas.
+    full_reloads: int = 0
+    reads: int = 0
     resyncs: int = 0
     max_lag_s: float | None = None
     converge_s: float | None = None
@@ -30,15 +36,21 @@ class RunResult:
 
     @property
     def ok(self) -> bool:
-        """No divergence and no broken invariant."""
-        return self.divergences == 0 and not self.violations
+        """No divergence, no monotonic violation, no stale read and no broken invariant."""
+        return (
+            self.divergences == 0
+            and self.monotonic == 0
+            and self.stale_reads == 0
+            and not self.violations
+        )
 
     def describe(self) -> str:
         """Everything a person needs to start debugging a failed run."""
         lines = [
             f"{self.scenario} (seed {self.seed}, {self.profile}): "
             f"{'ok' if self.ok else 'FAILED'}; divergences {self.divergences}; "
-            f"logs in {self.workdir}"
+            f"monotonic violations {self.monotonic}; stale reads {self.stale_reads} "
+            f"(of {self.reads} reads); full reloads {self.full_reloads}; logs in {self.workdir}"
         ]
         lines.extend(f"  - {v}" for v in self.violations)
         if self.notes:
@@ -54,6 +66,9 @@ class Summary:
     runs: int = 0
     failed: int = 0
     divergences: int = 0
+    monotonic: int = 0
+    stale_reads: int = 0
+    full_reloads: int = 0
     resyncs: int = 0
     max_lag_s: float | None = None
     converge_s: float | None = None
@@ -63,6 +78,9 @@ class Summary:
         self.runs += 1
         self.failed += not result.ok
         self.divergences += result.divergences
+        self.monotonic += result.monotonic
+        self.stale_reads += result.stale_reads
+        self.full_reloads += result.full_reloads
         self.resyncs += result.resyncs
         self.max_lag_s = _max(self.max_lag_s, result.max_lag_s)
         self.converge_s = _max(self.converge_s, result.converge_s)
@@ -85,14 +103,32 @@ def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f} s"
 
 
+#: Columns of the table ``python -m tests.chaos`` prints.
+HEADER: Final = (
+    "scenario",
+    "runs",
+    "divergences",
+    "monotonic",
+    "stale reads",
+    "full reloads",
+    "resyncs",
+    "max lag",
+    "converge",
+    "result",
+)
+
+
 def print_table(results: list[RunResult], out: TextIO) -> None:
-    """The per-scenario table: runs, divergences, resyncs, max lag, time to converge."""
-    header = ("scenario", "runs", "divergences", "resyncs", "max lag", "converge", "result")
+    """The per-scenario table (see :data:`HEADER`), one row per scenario, then a legend."""
+    header = HEADER
     rows = [
         (
             s.scenario,
             str(s.runs),
             str(s.divergences),
+            str(s.monotonic),
+            str(s.stale_reads),
+            str(s.full_reloads),
             str(s.resyncs),
             _seconds(s.max_lag_s),
             _seconds(s.converge_s),
@@ -113,6 +149,11 @@ def print_table(results: list[RunResult], out: TextIO) -> None:
     for row in rows:
         out.write(line(row) + "\n")
     out.write(
-        "\nmax lag: a writer's acknowledged write -> its message on the channel (includes "
-        "outages); converge: writes stopped -> every replica equal to the collection.\n"
+        "\ndivergences: replicas not equal to the collection at the end; monotonic: answers "
+        "older than one the same replica gave before (or a deleted config served again); "
+        "stale reads: answers older than a write acknowledged more than SCC_MAX_STALENESS_S "
+        "+ 1 s before the read; full reloads: whole-collection reloads after start-up (all "
+        "replicas); resyncs: by reason, summed; max lag: a writer's acknowledged write -> its "
+        "message on the channel (includes outages); converge: writes stopped -> every replica "
+        "equal to the collection.\n"
     )

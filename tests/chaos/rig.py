@@ -8,6 +8,11 @@ through :meth:`Rig.check`; :meth:`Rig.settle` then stops the writes, waits for t
 to converge (a generous deadline, never a speed assertion) and compares every replica
 with the collection.
 
+While it runs, a :class:`~tests.chaos.reading.Reader` asks every replica for the keys
+being changed; at the end its record is judged for monotonic reads and bounded staleness
+(:mod:`tests.chaos.consistency`, bound ``SCC_MAX_STALENESS_S`` + 1 s), and every
+replica's full reloads are counted from ``/metrics``.
+
 Settling: a marker document is written last; once a watcher published it (seen on the
 channel with its seq S), every change before it was published too, so a replica whose
 ``last_seq`` reached S with its stream active must hold exactly the collection.
@@ -29,11 +34,13 @@ from typing import Any, Final
 
 import httpx
 import redis
+from bson.codec_options import DatetimeConversion
 from pymongo import ASCENDING, MongoClient
 from pymongo.collection import Collection
 
 from shared.clients import MONGO_DOCUMENT_OPTIONS
 from shared.keys import Keys
+from tests.chaos.consistency import monotonic_violations, stale_reads
 from tests.chaos.digesting import ReplicaDigest, compare_replica, read_collection
 from tests.chaos.errors import HarnessTimeout, SetupFailed
 from tests.chaos.events import EventClient, EventSender
@@ -46,13 +53,16 @@ from tests.chaos.observing import (
 )
 from tests.chaos.probing import Metrics, cache_health, delta, scrape
 from tests.chaos.profile import FLEET_ENV, HMAC_KEY, NAMESPACE, Profile
+from tests.chaos.reading import Reader
 from tests.chaos.reporting import RunResult
-from tests.chaos.writer import KEY_FIELD, MARKER_KEY, Writer, pinned_config
+from tests.chaos.writer import KEY_FIELD, MARKER_KEY, Writer, pinned_config, with_key
 from tests.support.fleet import Child, Fleet
 
 WATCHERS: Final = ("w-1", "w-2")
 REPLICAS: Final = ("r-1", "r-2", "r-3")
 _LOG_TAIL: Final = 2500
+#: Examples of each consistency finding listed with a failed result.
+_SHOWN: Final = 10
 
 
 class Rig:
@@ -73,17 +83,26 @@ class Rig:
         self.workdir = Path(tempfile.mkdtemp(prefix=f"scc-chaos-{scenario}-{seed}-", dir=root))
         self.result = RunResult(scenario, seed, profile.name, workdir=str(self.workdir))
         self.keys = Keys(NAMESPACE)
-        self.fleet = Fleet(
-            namespace=NAMESPACE, extra_env={**FLEET_ENV, **(extra_env or {})}, workdir=self.workdir
-        )
+        env = {**FLEET_ENV, **(extra_env or {})}
+        self.fleet = Fleet(namespace=NAMESPACE, extra_env=env, workdir=self.workdir)
+        self.key_field = env.get("SCC_KEY_FIELD", KEY_FIELD)
+        self.staleness_bound_s = float(env["SCC_MAX_STALENESS_S"]) + 1.0
         self.absent_keys: set[str] = set()
         self.redis_resets: list[float] = []
+        #: Monotonic times the harness itself moved ``{ns}:seq`` (a new count starts there).
+        self.seq_breaks: list[float] = []
+        #: Keys the reader leaves alone (a 15 MiB config read 100 times a second is a benchmark).
+        self.unread_keys: set[str] = set()
+        #: Keys the reader asks every replica for in every round (a scenario's probes).
+        self.focus_keys: list[str] = []
         self._started_at = time.monotonic()
+        self._started_wall = time.time()
         self._mongo: MongoClient[dict[str, Any]] | None = None
         self._redis: redis.Redis | None = None
         self._http = httpx.Client(timeout=10.0)
         self._baseline: dict[str, Metrics] = {}
         self.writer: Writer | None = None
+        self.reader: Reader | None = None
         self.observer: ChannelObserver | None = None
         self.health: HealthPoller | None = None
         self.events = EventClient(self.replica_urls)
@@ -95,11 +114,16 @@ class Rig:
         fleet = self.fleet
         fleet.start_redis()
         fleet.start_mongo()
+        # DATETIME_AUTO: the harness must read back any date MongoDB stores (year 10000).
         self._mongo = MongoClient(
-            fleet.mongo_uri, serverSelectionTimeoutMS=5000, **MONGO_DOCUMENT_OPTIONS
+            fleet.mongo_uri,
+            serverSelectionTimeoutMS=5000,
+            **{**MONGO_DOCUMENT_OPTIONS, "datetime_conversion": DatetimeConversion.DATETIME_AUTO},
         )
-        self.collection.create_index([(KEY_FIELD, ASCENDING)], unique=True)
-        self.collection.insert_many([pinned_config(i) for i in range(self.profile.pinned)])
+        self.collection.create_index([(self.key_field, ASCENDING)], unique=True)
+        self.collection.insert_many(
+            [pinned_config(i, self.key_field) for i in range(self.profile.pinned)]
+        )
         for name in WATCHERS:
             fleet.start_watcher(name)
         for name in REPLICAS:
@@ -126,8 +150,18 @@ class Rig:
             key_space=self.profile.key_space,
             ops_per_s=self.profile.writer_ops_per_s,
             deletes=self.delete_mix,
+            key_field=self.key_field,
         )
         self.writer.start()
+        self.reader = Reader(
+            self.replica_urls,
+            recent=self.writer.recent_keys,
+            known=self.writer.known_keys,
+            seed=self.seed,
+            skip=self.unread_keys.__contains__,
+            focus=lambda: tuple(self.focus_keys),
+        )
+        self.reader.start()
         self.sender = EventSender(self.events, pinned=self.profile.pinned, seed=self.seed + 1)
         self.sender.start()
         return self
@@ -136,6 +170,7 @@ class Rig:
         """Stop every thread, client and process; keep the workdir only if the run failed."""
         for stop in (
             self.sender.stop if self.sender else None,
+            self.reader.stop if self.reader else None,
             self.writer.close if self.writer else None,
             self.health.stop if self.health else None,
             self.observer.stop if self.observer else None,
@@ -209,6 +244,20 @@ class Rig:
             self.result.violations.append(violation)
         return condition
 
+    def write_probe(self, key: str, doc: dict[str, Any] | None = None) -> int:
+        """Upsert probe ``key`` with a fresh rev (the reader watches it); returns the rev."""
+        assert self.writer is not None
+        rev = self.writer.next_rev()
+        body = {"rev": rev, "enabled": True, "ingestion": {"landing_container": f"{key}-c"}}
+        started = time.time()
+        self.collection.replace_one(
+            {self.key_field: key}, with_key({**body, **(doc or {})}, self.key_field, key), True
+        )
+        self.writer.record_write(key, rev, started=started)
+        if key not in self.focus_keys:
+            self.focus_keys.append(key)
+        return rev
+
     def note(self, key: str, value: Any) -> None:
         """Something worth printing with the result (not an invariant)."""
         self.result.notes[key] = value
@@ -260,6 +309,12 @@ class Rig:
         by_reason = delta(now, self._baseline[name], "scc_replica_resyncs_total", "reason")
         return {reason: int(n) for reason, n in by_reason.items() if n}
 
+    def check_no_unproven_reloads(self, after: str) -> None:
+        """No replica reloaded for any reason but a broadcast ``resync`` (nothing was lost)."""
+        for name in self.fleet.replicas:
+            unproven = {r: n for r, n in self.resyncs(name).items() if r != "broadcast"}
+            self.check(not unproven, f"{name} reloaded after {after}: {unproven}")
+
     def baseline(self, name: str) -> Metrics:
         """Replica ``name``'s metrics as scraped when the scenario started."""
         return self._baseline[name]
@@ -273,7 +328,9 @@ class Rig:
         self.sender.stop()
         marker = self._publish_marker()
         converged = marker is not None and self._wait_caught_up(marker)
-        expected, problems = read_collection(self.collection, KEY_FIELD)
+        if self.reader is not None:
+            self.reader.stop()  # its lookups of deleted keys would read MongoDB
+        expected, problems = read_collection(self.collection, self.key_field)
         for problem in problems:
             self.check(False, f"collection: {problem}")
         absent = self.writer.ever_written | self.absent_keys
@@ -290,10 +347,15 @@ class Rig:
         assert self.writer is not None and self.observer is not None
         deadline = time.monotonic() + self.profile.converge_timeout_s
         while time.monotonic() < deadline:
+            if not any(child.alive for child in self.fleet.watchers.values()):
+                self.check(False, "every watcher has exited: nothing can publish the marker")
+                return None
             since = self.observer.count()
             rev = self.writer.next_rev()
             self.collection.replace_one(
-                {KEY_FIELD: MARKER_KEY}, {KEY_FIELD: MARKER_KEY, "rev": rev}, upsert=True
+                {self.key_field: MARKER_KEY},
+                with_key({"rev": rev}, self.key_field, MARKER_KEY),
+                upsert=True,
             )
             self.writer.record_write(MARKER_KEY, rev)
             seen = self.observer.wait_for(
@@ -337,7 +399,7 @@ class Rig:
     def _shared_checks(self) -> None:
         assert self.writer is not None and self.observer is not None and self.sender is not None
         messages = self.observer.snapshot()
-        for violation in ordering_violations(messages):
+        for violation in ordering_violations(messages, breaks=self.seq_breaks):
             self.check(False, f"channel: {violation}")
         for violation in self.sender.violations:
             self.check(False, violation)
@@ -356,6 +418,7 @@ class Rig:
         broadcasts = Counter(m.reason for m in messages if m.kind == "resync" and not m.injected)
         if broadcasts:
             self.note("broadcast_resyncs", dict(sorted(broadcasts.items(), key=str)))
+        self._consistency_checks()
         self.note("writes", sum(self.writer.ops.values()))
         if self.writer.errors:
             self.note("write_errors", dict(self.writer.errors))
@@ -365,6 +428,31 @@ class Rig:
             if "Traceback" in text:
                 at = text.index("Traceback")
                 self.check(False, f"{child.name} logged a traceback:\n{text[at : at + _LOG_TAIL]}")
+
+    def _consistency_checks(self) -> None:
+        """Monotonic reads, bounded staleness and full reloads (module docstring)."""
+        assert self.writer is not None
+        reads = self.reader.snapshot() if self.reader is not None else []
+        t0 = self._started_wall
+        backwards = monotonic_violations(reads, t0=t0)
+        stale = stale_reads(reads, self.writer.writes(), bound_s=self.staleness_bound_s, t0=t0)
+        self.result.reads = len(reads)
+        self.result.monotonic = len(backwards)
+        self.result.stale_reads = len(stale)
+        self.result.violations.extend(f"monotonic reads: {v}" for v in backwards[:_SHOWN])
+        self.result.violations.extend(f"stale read: {v}" for v in stale[:_SHOWN])
+        unanswered = Counter(r.status for r in reads if r.status not in (200, 404))
+        if unanswered:
+            self.note("reads_not_judged", dict(sorted(unanswered.items())))
+        self.result.full_reloads = sum(self.full_reloads(name) for name in self.fleet.replicas)
+
+    def full_reloads(self, name: str) -> int:
+        """Whole-collection reloads replica ``name`` swapped in since the scenario started."""
+        now = scrape(self._http, self.replica_urls()[name])
+        by_reason = delta(
+            now, self._baseline[name], "source_config_cache_invalidations_total", "reason"
+        )
+        return int(by_reason.get("reload", 0))
 
 
 def _marker(rev: int) -> Callable[[Seen], bool]:

@@ -10,7 +10,12 @@ What it keeps, for the invariants checked later:
 * ``ever_written`` -- every key it ever wrote, so the digest also asks replicas about
   keys that no longer exist (they must answer 404);
 * ``written_at`` -- ``rev → wall time`` the write was acknowledged; every written
-  document carries its ``rev``, so the channel observer can measure write → publish lag.
+  document carries its ``rev``, so the channel observer can measure write → publish lag;
+* ``history`` -- every write as a :class:`Write` (key, rev, upsert or delete, when it
+  started and when it was acknowledged; a write that failed is kept as *uncertain*: it
+  may or may not have been applied). Every write, deletes included, takes a fresh
+  ``rev`` from one counter, so revs order the writes to a key; the consistency checks of
+  :mod:`tests.chaos.consistency` judge what replicas answered against this ledger.
 
 It never decides what the collection holds: a write that failed (a hung-up connection,
 an injected error) may or may not have been applied, and the digest reads the truth
@@ -26,14 +31,14 @@ replay bugs; the delete-free mix keeps those visible.
 
 from __future__ import annotations
 
-import datetime
 import random
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Final
+from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from pymongo import MongoClient
@@ -41,69 +46,55 @@ from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from shared.clients import MONGO_DOCUMENT_OPTIONS
+from tests.chaos.configs import (
+    BIG_PADDING,
+    KEY_FIELD,
+    MARKER_KEY,
+    PATTERNS,
+    SHARED_CONTAINERS,
+    key_of,
+    now_ms,
+    pinned_config,
+    pinned_container,
+    pinned_key,
+    random_config,
+    with_key,
+)
+
+__all__ = [
+    "BIG_PADDING",
+    "KEY_FIELD",
+    "MARKER_KEY",
+    "PATTERNS",
+    "SHARED_CONTAINERS",
+    "Write",
+    "Writer",
+    "key_of",
+    "now_ms",
+    "pinned_config",
+    "pinned_container",
+    "pinned_key",
+    "random_config",
+    "with_key",
+]
 
 log = structlog.get_logger("tests.chaos.writer")
 
-KEY_FIELD: Final = "source_id"
-MARKER_KEY: Final = "chaos-marker"
-#: Containers the churned configs share (with path patterns), so routing has to choose.
-SHARED_CONTAINERS: Final = tuple(f"shared-{i}" for i in range(5))
-PATTERNS: Final = (None, "", "incoming/*", "incoming/*.csv", "incoming/daily/*.csv", "*.json")
-#: Padding that makes a message exceed SCC_MAX_MESSAGE_BYTES (sent key-only, refetched).
-BIG_PADDING: Final = 5000
 
+@dataclass(frozen=True, slots=True)
+class Write:
+    """One write to one key: ``kind`` is ``upsert`` or ``delete``; wall-clock seconds.
 
-def now_ms() -> datetime.datetime:
-    """Naive UTC now at millisecond precision (what BSON stores and PyMongo returns)."""
-    now = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
-    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+    ``certain`` is False when the write raised (a hung-up connection, an injected error):
+    MongoDB may or may not have applied it.
+    """
 
-
-def pinned_key(i: int) -> str:
-    """Key of the ``i``-th pinned config."""
-    return f"pinned-{i:03d}"
-
-
-def pinned_container(i: int) -> str:
-    """Landing container of the ``i``-th pinned config (one config per container)."""
-    return f"pinned-landing-{i:03d}"
-
-
-def pinned_config(i: int) -> dict[str, Any]:
-    """A config the writer never touches: enabled, alone in its container, no pattern."""
-    return {
-        KEY_FIELD: pinned_key(i),
-        "rev": 0,
-        "name": f"Pinned source {i}",
-        "enabled": True,
-        "ingestion": {"landing_container": pinned_container(i), "format": "csv"},
-        "tags": ["pinned"],
-    }
-
-
-def random_config(key: str, rev: int, rng: random.Random) -> dict[str, Any]:
-    """A realistic config with varied BSON types; sometimes too large for a message."""
-    doc: dict[str, Any] = {
-        KEY_FIELD: key,
-        "rev": rev,
-        "name": f"Source {key} r{rev}",
-        "enabled": rng.random() > 0.15,
-        "owner": rng.choice(["ingest", "finance", "ops", None]),
-        "ingestion": {
-            "landing_container": rng.choice(SHARED_CONTAINERS),
-            "format": rng.choice(["csv", "json", "parquet"]),
-        },
-        "limits": {"max_mb": round(rng.uniform(0.5, 500.0), 3), "retries": rng.randint(0, 9)},
-        "tags": [f"t{rng.randint(0, 20)}" for _ in range(rng.randint(0, 4))],
-        "updated_at": now_ms(),
-        "big_counter": rng.randint(2**40, 2**62),
-    }
-    pattern = rng.choice(PATTERNS)
-    if pattern is not None:
-        doc["ingestion"]["path_pattern"] = pattern
-    if rng.random() < 0.06:
-        doc["padding"] = "p" * BIG_PADDING
-    return doc
+    key: str
+    rev: int
+    kind: str
+    started: float
+    acked: float
+    certain: bool = True
 
 
 class Writer:
@@ -120,6 +111,7 @@ class Writer:
         ops_per_s: float,
         max_ops: int | None = None,
         deletes: bool = True,
+        key_field: str = KEY_FIELD,
     ) -> None:
         self._client: MongoClient[dict[str, Any]] = MongoClient(
             uri, serverSelectionTimeoutMS=5000, **MONGO_DOCUMENT_OPTIONS
@@ -129,6 +121,7 @@ class Writer:
         self._key_space = key_space
         self._ops_per_s = ops_per_s
         self._max_ops = max_ops
+        self.key_field = key_field
         #: Cumulative thresholds of create / update / replace / delete / rekey.
         self._mix = (0.28, 0.66, 0.78, 0.96) if deletes else (0.25, 0.70, 0.85, 0.85)
         self._stop = threading.Event()
@@ -138,8 +131,14 @@ class Writer:
         self._fresh = 0
         self._rev = 0
         self._rev_lock = threading.Lock()
+        self._held_since: float | None = None
+        self._attempt: tuple[str, ...] = ()
+        self._attempt_rev = 0
         self.ever_written: set[str] = set()
         self.written_at: dict[int, float] = {}
+        self.history: list[Write] = []
+        self._key_order: list[str] = []
+        self._key_seen: set[str] = set()
         self.ops: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
 
@@ -167,12 +166,23 @@ class Writer:
     def hold(self) -> Iterator[None]:
         """No write runs inside this block (a scenario drops the collection, say)."""
         with self._lock:
-            yield
+            self._held_since = time.time()
+            try:
+                yield
+            finally:
+                self._held_since = None
 
     def forget_model(self) -> None:
-        """The collection was replaced: nothing the writer created exists any more."""
+        """The collection was replaced: nothing written before exists any more.
+
+        Called inside or right after :meth:`hold`; every key in the history gets a
+        delete that started when the hold began.
+        """
+        started = self._held_since or time.time()
         with self._lock:
             self._present.clear()
+        for key in sorted({w.key for w in self.writes()}):
+            self.record_delete(key, started=started)
 
     @property
     def running(self) -> bool:
@@ -185,10 +195,52 @@ class Writer:
             self._rev += 1
             return self._rev
 
-    def record_write(self, key: str, rev: int) -> None:
+    # ------------------------------------------------------------------ ledger
+    def record_write(
+        self, key: str, rev: int, *, started: float | None = None, certain: bool = True
+    ) -> None:
         """Note that ``key`` was written with ``rev`` just now (scenarios writing directly)."""
+        now = time.time()
+        with self._rev_lock:
+            self._note_key(key)
+            if certain:
+                self.written_at[rev] = now
+            self.history.append(Write(key, rev, "upsert", started or now, now, certain))
+
+    def record_delete(
+        self, key: str, *, started: float | None = None, certain: bool = True
+    ) -> None:
+        """Note that ``key`` was deleted just now; the delete takes a fresh rev."""
+        rev, now = self.next_rev(), time.time()
+        with self._rev_lock:
+            self._note_key(key)
+            self.history.append(Write(key, rev, "delete", started or now, now, certain))
+
+    def _note_key(self, key: str) -> None:
+        if key not in self._key_seen:
+            self._key_seen.add(key)
+            self._key_order.append(key)
         self.ever_written.add(key)
-        self.written_at[rev] = time.time()
+
+    def known_keys(self) -> list[str]:
+        """Every key in the history, in the order first written."""
+        with self._rev_lock:
+            return list(self._key_order)
+
+    def writes(self) -> list[Write]:
+        """A copy of the history so far."""
+        with self._rev_lock:
+            return list(self.history)
+
+    def recent_keys(self, n: int) -> list[str]:
+        """The keys of the last ``n`` writes, newest first, without repeats."""
+        with self._rev_lock:
+            tail = self.history[-4 * n :]
+        out: list[str] = []
+        for w in reversed(tail):
+            if w.key not in out:
+                out.append(w.key)
+        return out[:n]
 
     # --------------------------------------------------------------------- loop
     def _run(self) -> None:
@@ -216,12 +268,23 @@ class Writer:
             op = "delete"
         else:
             op = "rekey"
+        started = time.time()
         try:
-            getattr(self, f"_{op}")()
+            getattr(self, f"_{op}")(started)
             self.ops[op] += 1
         except PyMongoError as e:
             self.errors[type(e).__name__] += 1
+            self._uncertain(op, started)
             log.debug("write failed", op=op, error=type(e).__name__)
+
+    def _uncertain(self, op: str, started: float) -> None:
+        # The write may have been applied: a delete (or the old key of a rekey) may be
+        # gone, an upsert may carry a rev nobody acknowledged; the checks allow both.
+        for key in self._attempt:
+            if op in ("delete", "rekey"):
+                self.record_delete(key, started=started, certain=False)
+            else:
+                self.record_write(key, self._attempt_rev, started=started, certain=False)
 
     def _absent_key(self) -> str:
         for _ in range(20):
@@ -231,22 +294,27 @@ class Writer:
         self._fresh += 1
         return f"chaos-x{self._fresh:05d}"
 
-    def _create(self) -> None:
+    def _begin(self, rev: int, *keys: str) -> None:
+        self._attempt_rev, self._attempt = rev, keys
+
+    def _create(self, started: float) -> None:
         key = self._absent_key()
         rev = self.next_rev()
+        self._begin(rev, key)
         try:
-            self._coll.insert_one(random_config(key, rev, self._rng))
+            self._coll.insert_one(random_config(key, rev, self._rng, self.key_field))
         except DuplicateKeyError:
             self._present.add(key)
             return
         self._present.add(key)
-        self.record_write(key, rev)
+        self.record_write(key, rev, started=started)
 
     def _pick(self) -> str:
         return self._rng.choice(sorted(self._present))
 
-    def _update(self) -> None:
+    def _update(self, started: float) -> None:
         key, rev = self._pick(), self.next_rev()
+        self._begin(rev, key)
         change: dict[str, Any] = {"rev": rev, "updated_at": now_ms()}
         if self._rng.random() < 0.3:
             change["ingestion.landing_container"] = self._rng.choice(SHARED_CONTAINERS)
@@ -255,34 +323,41 @@ class Writer:
         update: dict[str, Any] = {"$set": change}
         if self._rng.random() < 0.2:
             update["$unset"] = {"owner": ""}
-        if self._coll.update_one({KEY_FIELD: key}, update).matched_count:
-            self.record_write(key, rev)
+        if self._coll.update_one({self.key_field: key}, update).matched_count:
+            self.record_write(key, rev, started=started)
         else:
             self._present.discard(key)
 
-    def _replace(self) -> None:
+    def _replace(self, started: float) -> None:
         key, rev = self._pick(), self.next_rev()
-        result = self._coll.replace_one({KEY_FIELD: key}, random_config(key, rev, self._rng))
-        if result.matched_count:
-            self.record_write(key, rev)
+        self._begin(rev, key)
+        doc = random_config(key, rev, self._rng, self.key_field)
+        if self._coll.replace_one({self.key_field: key}, doc).matched_count:
+            self.record_write(key, rev, started=started)
         else:
             self._present.discard(key)
 
-    def _delete(self) -> None:
+    def _delete(self, started: float) -> None:
         key = self._pick()
-        self._coll.delete_one({KEY_FIELD: key})
+        self._begin(0, key)
+        self._coll.delete_one({self.key_field: key})
         self._present.discard(key)
-        self.ever_written.add(key)
+        self.record_delete(key, started=started)
 
-    def _rekey(self) -> None:
+    def _rekey(self, started: float) -> None:
         old, new, rev = self._pick(), self._absent_key(), self.next_rev()
+        self._begin(rev, old)
         try:
-            result = self._coll.update_one({KEY_FIELD: old}, {"$set": {KEY_FIELD: new, "rev": rev}})
+            result = self._coll.update_one(
+                {self.key_field: old}, {"$set": {self.key_field: new, "rev": rev}}
+            )
         except DuplicateKeyError:
             self._present.add(new)
             return
         self._present.discard(old)
-        self.ever_written.add(old)
         if result.matched_count:
+            self.record_delete(old, started=started)
             self._present.add(new)
-            self.record_write(new, rev)
+            self.record_write(new, rev, started=started)
+        else:
+            self.ever_written.add(old)

@@ -1,10 +1,13 @@
-"""The chaos suite in the test command: the short profile of all eight scenarios, seed 1.
+"""The chaos suite in the test command: the short profile of every scenario, seed 1.
 
 Each scenario test starts its own fleet of real processes (tests.chaos.rig), injects its
 fault, settles, and asserts on the same RunResult ``python -m tests.chaos`` prints: zero
-divergences and no broken invariant (its own and the shared ones). Waits have generous
-deadlines; nothing asserts on speed. Below them: self-tests of the suite's checks (so a
-check that can never fail is caught), and regression tests for the bugs the suite found
+divergences, zero monotonic-read violations, zero stale reads and no broken invariant
+(its own and the shared ones). Waits have generous deadlines; nothing asserts on speed.
+A scenario that fails today because of a known, open defect is a strict ``xfail`` naming
+the defect: it turns red the moment the fix makes it pass, to be flipped to a plain test.
+Below them: the digest's self-test against a real replica (the pure checks test
+themselves in test_chaos_checks.py), and regression tests for the bugs the suite found
 (decoder crashes on hostile payloads, a replayed key change leaving the old key behind).
 """
 
@@ -20,9 +23,7 @@ from pymongo import MongoClient
 
 from shared.errors import MessageError
 from shared.messages import decode
-from tests.chaos.digesting import canonical, compare_replica, digest_of
-from tests.chaos.observing import Seen, _monitor_args, ordering_violations, replica_epoch_violations
-from tests.chaos.probing import Metrics, delta, parse_metrics
+from tests.chaos.digesting import canonical, compare_replica
 from tests.chaos.profile import SHORT
 from tests.chaos.reporting import RunResult
 from tests.chaos.running import run_scenario
@@ -31,6 +32,28 @@ from tests.support.fleet import running_fleet
 
 SEED = 1
 e2e = pytest.mark.e2e
+
+# Open defects of issue 11 that today's short runs hit (the lead flips these when fixed).
+DEFECT_1 = (
+    "issue 11 defect 1: {ns}:seq set back, or an epoch issued twice, and replicas drop the "
+    "next messages as duplicates and serve the old versions (no term id yet)"
+)
+DEFECT_3 = (
+    "issue 11 defect 3: a year-10000 date makes try_next() raise InvalidBSON; the watcher's "
+    "root task dies, then the standby's on the same token"
+)
+DEFECT_6 = (
+    "issue 11 defect 6: the replay after a failover republishes historical post-images, so "
+    "a replica answers an older version after a newer one (no cluster-time ordering yet)"
+)
+DEFECT_7 = (
+    "issue 11 defect 7: with SCC_KEY_FIELD=meta.sid matching reads config.get('meta.sid'), "
+    "so events are accepted under source id 'None'"
+)
+DEFECT_9 = (
+    "issue 11 defect 9: a killed leader is silent past 3 heartbeats and every replica "
+    "reloads (reason 'silent') although the successor continues the sequence"
+)
 
 
 def run(name: str, tmp_path: Path) -> RunResult:
@@ -44,14 +67,16 @@ def run(name: str, tmp_path: Path) -> RunResult:
 # ------------------------------------------------------------------------ scenarios
 @e2e
 @pytest.mark.timeout(150)
+@pytest.mark.xfail(strict=True, reason=DEFECT_9 + "; and " + DEFECT_6)
 def test_leader_sigkill_mid_burst_repeated(tmp_path: Path) -> None:
-    """Three leader SIGKILLs mid-burst: a successor publishes each time, caches stay exact."""
+    """Three leader SIGKILLs mid-burst: a successor publishes each time, no replica reloads."""
     result = run("leader-kill", tmp_path)
     assert result.notes["stops"] == f"{SHORT.leader_kills} SIGKILL, 0 SIGTERM"
 
 
 @e2e
 @pytest.mark.timeout(150)
+@pytest.mark.xfail(strict=True, reason=DEFECT_9 + "; and " + DEFECT_6)
 def test_paused_leader_wakes_fenced_and_silent(tmp_path: Path) -> None:
     """A leader SIGSTOPped past its lease publishes nothing and saves no token after SIGCONT."""
     result = run("leader-pause", tmp_path)
@@ -108,76 +133,42 @@ def test_first_event_for_a_new_config_is_never_dead_lettered(tmp_path: Path) -> 
     assert result.notes["created_then_sent"] == SHORT.read_your_writes
 
 
+@e2e
+@pytest.mark.timeout(150)
+@pytest.mark.xfail(strict=True, reason=DEFECT_1)
+def test_redis_losing_its_last_writes_is_noticed(tmp_path: Path) -> None:
+    """Seq set back in one epoch, then an epoch re-issued: replicas reload, nothing stale."""
+    result = run("redis-tail-loss", tmp_path)
+    assert "both got epoch" in result.notes["reissued_epoch"]
+
+
+@e2e
+@pytest.mark.timeout(150)
+@pytest.mark.xfail(strict=True, reason=DEFECT_3)
+def test_poison_documents_are_carried_or_named_never_fatal(tmp_path: Path) -> None:
+    """Year-10000 dates, odd _id types, deep and 15 MiB documents: no crash, caches exact."""
+    result = run("poison-documents", tmp_path)
+    assert result.notes["pubsub_connections_killed"] >= 3
+
+
+@e2e
+@pytest.mark.timeout(150)
+@pytest.mark.xfail(strict=True, reason=DEFECT_7)
+def test_dotted_key_field_routes_and_caches_by_the_nested_key(tmp_path: Path) -> None:
+    """The fleet on SCC_KEY_FIELD=meta.sid: events routed to the right config, caches exact."""
+    result = run("dotted-key", tmp_path)
+    assert result.notes["created_then_routed"] == 10
+
+
+@e2e
+@pytest.mark.timeout(200)
+def test_long_redis_outage_then_recovery(tmp_path: Path) -> None:
+    """Redis gone for > 10 failed resubscriptions of every replica, then back: 0 divergences."""
+    result = run("redis-outage", tmp_path)
+    assert min(result.notes["failed_resubscribes"].values()) > SHORT.redis_outage_reconnects
+
+
 # ---------------------------------------------------------- the checks can fail
-def _seen(
-    seq: int, epoch: int, kind: str = "upsert", *, session: int = 1, run_id: str = "a"
-) -> Seen:
-    return Seen(0.0, 0.0, run_id, session, 10, seq=seq, epoch=epoch, kind=kind)
-
-
-def test_ordering_check_flags_gaps_and_epoch_regressions() -> None:
-    """The channel check reports a skipped seq, a backwards epoch and a heartbeat off the seq."""
-    good = [_seen(1, 1), _seen(1, 1, "heartbeat"), _seen(2, 2), _seen(3, 2, "delete")]
-    assert ordering_violations(good) == []
-    assert ordering_violations([_seen(1, 1), _seen(3, 1)]) == [
-        "seq gap on the channel: 1 then 3 (upsert, epoch 1)"
-    ]
-    assert "epoch went backwards" in ordering_violations([_seen(1, 2), _seen(2, 1)])[0]
-    assert (
-        "heartbeat carries seq 5" in ordering_violations([_seen(1, 1), _seen(5, 1, "heartbeat")])[0]
-    )
-    # A new Redis (run id) or a new subscription session starts the count again.
-    assert (
-        ordering_violations(
-            [_seen(7, 3), _seen(1, 1, run_id="b"), _seen(9, 1, run_id="b", session=2)]
-        )
-        == []
-    )
-
-
-def test_replica_epoch_check_allows_only_redis_resets() -> None:
-    """A replica's epoch may drop only across a recorded Redis reset."""
-    from tests.chaos.observing import HealthSample
-
-    samples = [HealthSample(1.0, "r-1", True, 5, 3), HealthSample(2.0, "r-1", True, 6, 2)]
-    assert replica_epoch_violations(samples, resets=[]) == ["r-1: leader_epoch 3 then 2"]
-    assert replica_epoch_violations(samples, resets=[1.5]) == []
-
-
-def test_monitor_lines_are_parsed_with_escapes() -> None:
-    """MONITOR's quoted arguments (with escaped quotes) come back as the strings sent."""
-    line = '"HSET" "chaos:resume" "token" "{\\"_data\\": \\"82\\"}" "saved_by" "w-1"'
-    assert _monitor_args(line) == (
-        "HSET",
-        "chaos:resume",
-        "token",
-        '{"_data": "82"}',
-        "saved_by",
-        "w-1",
-    )
-
-
-def test_metrics_parse_and_delta_by_label() -> None:
-    """Prometheus text is parsed per series and differences are taken per label value."""
-    before = Metrics(
-        parse_metrics('# HELP x\nscc_x_total{reason="gap"} 1.0\nscc_x_total{reason="silent"} 2.0\n')
-    )
-    after = Metrics(
-        parse_metrics('scc_x_total{reason="gap"} 4.0\nscc_x_total{reason="silent"} 2.0\nscc_y 7\n')
-    )
-    assert delta(after, before, "scc_x_total", "reason") == {"gap": 3.0, "silent": 0.0}
-    assert delta(after, before, "scc_x_total") == 3.0
-    assert after.total("scc_y") == 7.0
-
-
-def test_digest_is_order_free_and_sensitive_to_values() -> None:
-    """Canonical documents ignore field order; any value change changes the digest."""
-    assert canonical({"a": 1, "b": {"c": 2}}) == canonical({"b": {"c": 2}, "a": 1})
-    base = {"k": canonical({"a": 1})}
-    assert digest_of(base) != digest_of({"k": canonical({"a": 2})})
-    assert digest_of(base) != digest_of({**base, "k2": canonical({})})
-
-
 @e2e
 @pytest.mark.timeout(90)
 def test_digest_catches_a_stale_replica(tmp_path: Path) -> None:

@@ -1,10 +1,12 @@
-"""The eight fault-injection scenarios of issue 8, one module each, in the order of the issue.
+"""The fault-injection scenarios, one module each: issue 8's eight, then issue 11's four.
 
 A scenario is a function ``run(rig)`` that injects its fault while the rig's writer and
-event sender keep working, and records its own invariants with ``rig.check``; the rig
+event sender keep working, and records its own invariants with ``rig.check``; a module
+may set ``EXTRA_ENV`` (settings of the whole fleet for that scenario). The rig
 then settles the fleet and applies the checks every scenario shares (each replica equal
 to the collection, events for existing configs accepted, epochs and sequence numbers in
-order on the channel, no process dead or logging a traceback).
+order on the channel, no process dead or logging a traceback, no answer going back in
+time and none staler than the bound).
 """
 
 from __future__ import annotations
@@ -15,12 +17,16 @@ from dataclasses import dataclass, field
 from tests.chaos.rig import Rig
 from tests.chaos.scenarios import (
     bad_input,
+    dotted_key,
     leader_kill,
     leader_pause,
     mongo_faults,
+    poison_documents,
     pubsub_loss,
     read_your_write,
+    redis_outage,
     redis_restart,
+    redis_tail_loss,
     watchers_down,
 )
 
@@ -36,7 +42,7 @@ class Scenario:
 
 
 SCENARIOS: tuple[Scenario, ...] = tuple(
-    Scenario(m.NAME, m.TITLE, m.run)
+    Scenario(m.NAME, m.TITLE, m.run, dict(getattr(m, "EXTRA_ENV", {})))
     for m in (
         leader_kill,
         leader_pause,
@@ -46,6 +52,10 @@ SCENARIOS: tuple[Scenario, ...] = tuple(
         watchers_down,
         bad_input,
         read_your_write,
+        redis_tail_loss,
+        poison_documents,
+        dotted_key,
+        redis_outage,
     )
 )
 BY_NAME: dict[str, Scenario] = {s.name: s for s in SCENARIOS}

@@ -9,7 +9,10 @@ must be translated exactly right, because nothing else repairs the caches.
 
 Invariants of its own: after every kill the other watcher takes the lease with a higher
 epoch and publishes; the killed one comes back as a standby (so the next kill hits the
-new leader). Replays after failover are harmless because messages carry current state;
+new leader); and no replica reloads the collection for any reason but a broadcast
+``resync``: the successor continues the sequence, so silence alone proves nothing was
+lost, and a reload of every replica at once would be a thundering herd on MongoDB at its
+busiest moment. Replays after failover are harmless because messages carry current state;
 the shared checks (gap-free seq across leaders, epochs in order, replicas equal to the
 collection) do the rest.
 """
@@ -48,6 +51,7 @@ def run(rig: Rig) -> None:
             failovers.append(published.mono - killed_at)
         rig.watcher(leader).start()
     rig.note("stops", f"{rig.profile.leader_kills - graceful} SIGKILL, {graceful} SIGTERM")
+    rig.check_no_unproven_reloads("failovers that lost nothing")
     if failovers:
         rig.note("max_failover_s", round(max(failovers), 2))
 

@@ -10,7 +10,9 @@ invariants, checked over the wire rather than from its logs:
   its id and old epoch (a write overwritten a millisecond later would be invisible to
   polling, hence ``MONITOR``);
 * epochs never go backwards, on the channel and in every replica's ``/health/cache``;
-* it steps down to standby and keeps running.
+* it steps down to standby and keeps running;
+* no replica reloads for any reason but a broadcast ``resync``: the successor continues
+  the sequence, so the silence of the paused leader proves nothing was lost.
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ def run(rig: Rig) -> None:
     _check_stepped_down(rig, paused, leader, epoch)
     for violation in replica_epoch_violations(rig.health.samples, resets=rig.redis_resets):
         rig.check(False, f"replica epoch went backwards: {violation}")
+    rig.check_no_unproven_reloads("a leader pause that lost nothing")
     rig.note("paused_epoch", epoch)
     rig.note("successor_epoch", new_epoch)
 

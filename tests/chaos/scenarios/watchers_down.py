@@ -126,7 +126,7 @@ def _probe_round(rig: Rig, n: int) -> None:
     rig.collection.insert_one(_doc(created, rev_c))
     rig.writer.record_write(created, rev_c)
     rig.collection.delete_one({KEY_FIELD: deleted})
-    rig.writer.ever_written.add(deleted)
+    rig.writer.record_delete(deleted)
     wanted: list[tuple[str, int | None]] = [(updated, rev_u), (created, rev_c), (deleted, None)]
     stale_at_once = len(_stale_answers(rig, wanted))
     rig.note(f"stale_right_after_write_round_{n}", f"{stale_at_once}/{3 * len(rig.fleet.replicas)}")

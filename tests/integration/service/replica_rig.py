@@ -9,6 +9,7 @@ lifespan and is driven with ``httpx.ASGITransport``.
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
@@ -44,6 +45,7 @@ class FakeLeader:
         self.hmac_key = hmac_key
         self.instance_id = "test-leader"
         self.epoch = 0
+        self.term = ""
         self._script = redis.register_script(PUBLISH)
 
     async def take(self) -> int:
@@ -56,6 +58,7 @@ class FakeLeader:
             try:
                 await self.redis.set(self.keys.leader, self.instance_id)
                 self.epoch = int(await self.redis.incr(self.keys.epoch))
+                self.term = secrets.token_hex(8)
                 return self.epoch
             except RedisConnectionError:
                 if attempt == 2:
@@ -65,12 +68,12 @@ class FakeLeader:
     async def publish(self, kind: str, key: str | None = None, **fields: Any) -> int:
         """Publish one message; returns its seq (takes the lease again if fenced out)."""
         for _ in range(2):
-            message = Message(kind=kind, seq=0, epoch=self.epoch, key=key, **fields)  # type: ignore[arg-type]
+            message = Message(kind=kind, seq=0, epoch=self.epoch, key=key, term=self.term, **fields)  # type: ignore[arg-type]
             body = encode_body(message, hmac_key=self.hmac_key)
             take = "0" if kind == "heartbeat" else "1"
             result = await self._script(
-                keys=[self.keys.leader, self.keys.epoch, self.keys.seq],
-                args=[self.instance_id, self.epoch, self.keys.invalidations, body, take],
+                keys=[self.keys.leader, self.keys.epoch, self.keys.seq, self.keys.term],
+                args=[self.instance_id, self.epoch, self.keys.invalidations, body, take, self.term],
             )
             if result != FENCED_OUT:
                 return int(result[0])

@@ -54,14 +54,16 @@ async def test_open_waits_for_confirmation_then_delivers_messages(
 
 
 async def test_position_reads_seq_and_epoch(client: aioredis.Redis) -> None:
-    """position() is (0, None) on an empty Redis and the counters once they exist."""
+    """position() is (0, None, None) on an empty Redis, then the counters and the term id."""
     feed = RedisFeed(client, KEYS, confirm_timeout_s=2)
-    assert await feed.position() == (0, None)
+    assert await feed.position() == (0, None, None)
     await client.set(KEYS.seq, 41)
     await client.set(KEYS.epoch, 3)
-    assert await feed.position() == (41, 3)
+    assert await feed.position() == (41, 3, None)
+    await client.set(KEYS.term, "a1b2")
+    assert await feed.position() == (41, 3, "a1b2")
     await client.set(KEYS.epoch, "garbage")
-    assert await feed.position() == (41, None)
+    assert await feed.position() == (41, None, "a1b2")
 
 
 async def test_killed_connection_surfaces_as_resubscription_or_loss(

@@ -63,3 +63,27 @@ async def test_a_refused_read_is_a_store_error(
         await store.load_all()
     with pytest.raises(StoreError):
         await store.find_by_container("c")
+
+
+async def test_read_time_is_a_majority_time_not_before_the_last_change(
+    store: MongoConfigStore, mongo_double: MongoDouble
+) -> None:
+    """read_time() is the operationTime of a majority read: at or after a change just made."""
+    client = make_mongo(
+        load_group(MongoSettings, uri=mongo_double.uri, database=DB, collection=COLLECTION),
+        appname="test-writer",
+    )
+    try:
+        coll = client[DB][COLLECTION]
+        async with await coll.watch() as stream:
+            await coll.insert_one({"source_id": "t"})
+            change = await stream.try_next()
+            while change is None:
+                change = await stream.try_next()
+        written = change["clusterTime"]
+        first = await store.read_time()
+        assert first is not None and first >= (written.time, written.inc)
+        second = await store.read_time()
+        assert second is not None and second >= first
+    finally:
+        await client.close()

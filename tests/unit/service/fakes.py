@@ -46,6 +46,8 @@ class FakeStore:
         self.entered = asyncio.Event()  # set when a read reached the gate
         self.fail: StoreError | None = None
         self.on_load: Callable[[], None] | None = None
+        #: What :meth:`read_time` answers (a reload's floor); None: no cluster time.
+        self.time: tuple[int, int] | None = None
 
     def put(self, doc: dict[str, Any]) -> None:
         self.docs[doc["source_id"]] = doc
@@ -71,6 +73,15 @@ class FakeStore:
         await self._pass()
         return found
 
+    async def read_time(self) -> tuple[int, int] | None:
+        return self.time
+
+    async def find_by_key_at(self, key: str) -> tuple[dict[str, Any] | None, Any]:
+        return await self.find_by_key(key), self.time
+
+    async def find_by_container_at(self, container: str) -> tuple[list[dict[str, Any]], Any]:
+        return await self.find_by_container(container), self.time
+
     async def find_by_container(self, container: str) -> list[dict[str, Any]]:
         self.container_reads.append(container)
         found = [
@@ -89,11 +100,14 @@ class ScriptedFeed:
     clock by the wait it was given and returns None, so silence costs no real time.
     """
 
-    def __init__(self, clock: FakeClock, *, seq: int = 0, epoch: int | None = None) -> None:
+    def __init__(
+        self, clock: FakeClock, *, seq: int = 0, epoch: int | None = None, term: str | None = ""
+    ) -> None:
         self.clock = clock
         self.items: deque[bytes | str | FeedLost] = deque()
         self.seq = seq
         self.epoch = epoch
+        self.term = term
         self.later: deque[bytes | str | FeedLost] = deque()
         self.opens = 0
         self.closes = 0
@@ -127,34 +141,54 @@ class ScriptedFeed:
         self.clock.advance(wait_s)
         return None
 
-    async def position(self) -> tuple[int, int | None]:
-        return self.seq, self.epoch
+    async def position(self) -> tuple[int, int | None, str | None]:
+        return self.seq, self.epoch, self.term
 
     async def close(self) -> None:
         self.closes += 1
 
 
-def upsert(seq: int, key: str, epoch: int = 1, **fields: Any) -> Message:
+def upsert(
+    seq: int,
+    key: str,
+    epoch: int = 1,
+    *,
+    term: str = "",
+    ct: tuple[int, int] | None = None,
+    doc_id: Any = None,
+    **fields: Any,
+) -> Message:
     """An upsert message carrying the post-image ``config(key, **fields)``."""
     container = fields.pop("container", None)
+    doc = config(key, container, **fields)
+    if doc_id is not None:
+        doc["_id"] = doc_id
     return Message(
-        kind="upsert", seq=seq, epoch=epoch, key=key, doc=config(key, container, **fields)
+        kind="upsert", seq=seq, epoch=epoch, key=key, doc=doc, term=term, ct=ct, doc_id=doc_id
     )
 
 
-def delete(seq: int, key: str, epoch: int = 1) -> Message:
+def delete(
+    seq: int,
+    key: str,
+    epoch: int = 1,
+    *,
+    term: str = "",
+    ct: tuple[int, int] | None = None,
+    doc_id: Any = None,
+) -> Message:
     """A delete message."""
-    return Message(kind="delete", seq=seq, epoch=epoch, key=key)
+    return Message(kind="delete", seq=seq, epoch=epoch, key=key, term=term, ct=ct, doc_id=doc_id)
 
 
-def heartbeat(seq: int, epoch: int = 1) -> Message:
+def heartbeat(seq: int, epoch: int = 1, *, term: str = "") -> Message:
     """A heartbeat carrying the current seq."""
-    return Message(kind="heartbeat", seq=seq, epoch=epoch)
+    return Message(kind="heartbeat", seq=seq, epoch=epoch, term=term)
 
 
-def resync(seq: int, epoch: int = 1) -> Message:
+def resync(seq: int, epoch: int = 1, *, term: str = "") -> Message:
     """A broadcast resync."""
-    return Message(kind="resync", seq=seq, epoch=epoch, reason="history_lost")
+    return Message(kind="resync", seq=seq, epoch=epoch, reason="history_lost", term=term)
 
 
 __all__ = [

@@ -159,7 +159,7 @@ async def test_ready_is_503_until_warm_subscribed_and_fresh_then_degrades_not_dr
 
 
 async def test_health_cache_has_exactly_the_documented_fields() -> None:
-    """/health/cache carries the seven documented fields with the cache's values."""
+    """/health/cache carries the nine documented fields with the cache's values."""
     parts = Parts(FakeStore())
     parts.warm(config("a"), config("b"))
     parts.subscriber.state.last_seq = 7
@@ -172,6 +172,8 @@ async def test_health_cache_has_exactly_the_documented_fields() -> None:
         "change_stream_active": True,
         "last_seq": 7,
         "leader_epoch": 2,
+        "leader_term": None,
+        "pending_resync": None,
         "last_message_age_seconds": None,
         "warmed": True,
     }

@@ -361,3 +361,23 @@ def test_delete_of_a_document_spares_a_reused_key_holding_another_document() -> 
     assert held is not None and held["_id"] == "Y"
     cache.apply_delete("k1", "Y")
     assert cache.peek("k1") is None
+
+
+async def test_container_read_through_keys_documents_by_a_dotted_key_field() -> None:
+    """With SCC_KEY_FIELD=meta.sid a container read-through keeps every config under its key."""
+    docs = [
+        {"source_id": f"row{i}", "meta": {"sid": f"s{i}"}, "ingestion": {"landing_container": "c"}}
+        for i in range(2)
+    ]
+    clock, store = FakeClock(), FakeStore(docs)
+    cache = ConfigCache(
+        store=store, key_field="meta.sid", negative_ttl_s=2.0, max_staleness_s=30.0, clock=clock
+    )
+    snapshot, skipped = Snapshot.build([dict(d) for d in docs], key_field="meta.sid")
+    cache.install(snapshot, fresh_at=clock())
+    assert skipped == 0
+    clock.advance(31)  # stale and inactive: the container is read through
+    found = await cache.configs_for_container("c")
+    assert store.container_reads == ["c"]
+    assert sorted(d["meta"]["sid"] for d in found) == ["s0", "s1"]
+    assert sorted(cache.snapshot.by_key) == ["s0", "s1"]

@@ -7,12 +7,14 @@ from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
+from tenacity import wait_exponential
 
 from service.caching import ConfigCache
 from service.errors import FeedLost, ResyncRequired, StoreError
 from service.feed import SUBSCRIBED
 from service.subscribing import Subscriber
-from shared.messages import Message
+from shared.backoff import Backoff
+from shared.messages import Message, encode
 from tests.unit.service.fakes import (
     FakeClock,
     FakeStore,
@@ -62,6 +64,7 @@ class Rig:
             clock=self.clock,
             sleep=self._sleep,
             jitter=lambda: 0.5,
+            backoff=Backoff(base=0.1, cap=5.0, wait=wait_exponential(multiplier=0.1, max=5.0)),
         )
 
     async def _sleep(self, seconds: float) -> None:
@@ -127,13 +130,19 @@ async def test_a_gap_while_buffering_forces_another_sync() -> None:
     assert not rig.cache.warmed
 
 
-async def test_resubscription_during_the_load_restarts_it() -> None:
-    """A second subscribe confirmation while loading means lost messages: start over."""
-    rig = Rig()
-    rig.store.on_load = lambda: rig.feed.push(SUBSCRIBED)
+async def test_resubscription_during_the_load_restarts_nothing_but_a_lost_message_shows() -> None:
+    """A resubscription while loading is no reason by itself; the seq after it proves a loss."""
+    rig = Rig(seq=5)
+    rig.store.on_load = lambda: rig.feed.push(
+        encode(upsert(6, "a")), SUBSCRIBED, encode(upsert(8, "b"))
+    )
     with pytest.raises(ResyncRequired) as caught:
         await rig.sub.sync(None)
-    assert caught.value.reason == "resubscribed"
+    assert caught.value.reason == "gap"
+    clean = Rig(seq=5)
+    clean.store.on_load = lambda: clean.feed.push(SUBSCRIBED, encode(upsert(6, "a")))
+    await clean.sub.sync(None)
+    assert clean.cache.warmed and clean.doc("a") is not None
 
 
 async def test_in_order_messages_are_applied_and_make_the_stream_active() -> None:
@@ -205,12 +214,20 @@ async def test_unsigned_message_is_rejected_when_hmac_is_on() -> None:
     assert rig.sub.state.rejected["unsigned"] == 1
 
 
-async def test_second_subscribe_confirmation_triggers_resync() -> None:
-    """redis-py's automatic resubscription is read as "messages may have been lost"."""
+async def test_second_subscribe_confirmation_unconfirms_until_the_next_heartbeat() -> None:
+    """redis-py's own resubscription makes the stream inactive; the next heartbeat decides."""
     rig = await Rig().started()
-    rig.feed.push_messages(upsert(1, "a"))
+    rig.feed.push_messages(upsert(1, "a"), heartbeat(1))
     rig.feed.push(SUBSCRIBED)
-    assert await rig.sub.follow() == "resubscribed"
+    rig.feed.push_messages(heartbeat(3))
+    assert await rig.sub.follow() == "heartbeat_ahead"
+    assert not rig.sub.state.stream_active and rig.store.loads == 1
+    quiet = await Rig().started()
+    quiet.feed.push_messages(upsert(1, "a"), heartbeat(1))
+    quiet.feed.push(SUBSCRIBED)
+    quiet.feed.push_messages(heartbeat(1))
+    assert await quiet.sub.follow() == "silent"  # nothing was lost: confirmed, no reload
+    assert quiet.sub.state.resubscriptions == 1 and quiet.store.loads == 1
 
 
 async def test_broadcast_resync_message_triggers_resync() -> None:
@@ -232,12 +249,12 @@ async def test_refetch_upsert_reads_the_key_from_mongodb() -> None:
 
 
 async def test_silence_marks_the_stream_inactive_then_asks_for_reconnect() -> None:
-    """No heartbeat for 3 intervals: inactive (not ready); reconnect follows, backing off."""
+    """No heartbeat for 3 intervals: inactive (not ready); resubscribe follows, backing off."""
     rig = await Rig().started()
     rig.feed.push_messages(heartbeat(0))
     assert await rig.sub.follow() == "silent"
     assert not rig.sub.state.stream_active and not rig.sub.ready
-    await rig.sub.sync("silent")
+    await rig.sub._open()  # what run() does after "silent"
     first = rig.clock()
     assert await rig.sub.follow() == "silent"
     assert rig.clock() - first == 2 * 3 * HEARTBEAT_S  # still silent: wait twice as long
@@ -265,12 +282,12 @@ async def test_run_survives_redis_down_at_start_up() -> None:
 
 
 async def test_run_keeps_the_cache_when_the_connection_drops_mid_stream() -> None:
-    """A lost connection keeps the last good cache, marks Redis down, and resyncs after."""
+    """A lost connection keeps the last good cache and reconnects; no loss, no reload."""
     rig = Rig([config("a")])
     rig.feed.push_later(heartbeat(0), FeedLost("reset by peer"))
     await rig.sub.run(max_cycles=2)
-    assert rig.feed.opens == 2 and rig.store.loads == 2
-    assert rig.sub.state.resyncs["redis_reconnect"] == 1
+    assert rig.feed.opens == 2 and rig.store.loads == 1
+    assert sum(rig.sub.state.resyncs.values()) == 0
     assert rig.doc("a") == config("a")
 
 
@@ -325,12 +342,12 @@ async def test_changes_arriving_while_a_reload_is_deferred_are_applied_at_once()
     assert seen == []  # ...and no reload has run yet
 
 
-async def test_silence_in_run_reconnects_and_resyncs() -> None:
-    """run(): silence closes the subscription, opens a new one and reloads."""
+async def test_silence_in_run_resubscribes_without_reloading() -> None:
+    """run(): silence closes the subscription and opens a new one; silence proves no loss."""
     rig = Rig()
     await rig.sub.run(max_cycles=2)
-    assert rig.feed.opens == 2 and rig.store.loads == 2
-    assert rig.sub.state.resyncs["silent"] == 1
+    assert rig.feed.opens == 2 and rig.store.loads == 1
+    assert sum(rig.sub.state.resyncs.values()) == 0
     assert rig.feed.closes >= 2
 
 
@@ -344,3 +361,130 @@ async def test_lag_is_measured_on_changes_not_on_heartbeats() -> None:
     assert await rig.sub.follow() == "silent"
     lag = rig.sub.state.lag_seconds
     assert lag is not None and 2 <= lag < 60
+
+
+async def test_a_known_gap_with_a_failing_reload_is_never_served_as_in_sync() -> None:
+    """After a gap whose reload keeps failing, heartbeats do not make the cache current again."""
+    rig = Rig([config("a", v="old")])
+    rig.feed.push_later(upsert(1, "a", v="new"), upsert(3, "b"), heartbeat(3), heartbeat(3))
+    original = rig.store.load_all
+    calls = 0
+
+    async def load_then_fail() -> list[dict[str, Any]]:
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            raise StoreError("primary unreachable")
+        return await original()
+
+    rig.store.load_all = load_then_fail  # type: ignore[method-assign]
+    await rig.sub.run(max_cycles=4)
+    state = rig.sub.state
+    assert calls >= 2 and state.pending_resync == "gap"
+    assert not state.stream_active and not rig.sub.ready
+    rig.clock.advance(31.0)  # past SCC_MAX_STALENESS_S (30 s) since the last confirmation
+    rig.store.load_all = original  # type: ignore[method-assign]
+    rig.store.put(config("a", v="from-mongodb"))
+    assert await rig.cache.get_config_by_source_id("a") == config("a", v="from-mongodb")
+
+
+async def test_a_replayed_older_change_never_moves_a_config_backwards() -> None:
+    """An upsert whose cluster time is older than the cached version is skipped, seq moves on."""
+    rig = await Rig().started()
+    rig.feed.push_messages(
+        upsert(1, "a", v="new", ct=(100, 2), doc_id=7),
+        upsert(2, "a", v="replayed-old", ct=(100, 1), doc_id=7),
+        delete(3, "a", ct=(99, 0), doc_id=7),
+        heartbeat(3),
+    )
+    assert await rig.sub.follow() == "silent"
+    assert rig.doc("a") == {**config("a", v="new"), "_id": 7}
+    assert rig.sub.state.last_seq == 3 and rig.sub.applier.older_skipped == 2
+
+
+async def test_a_delete_is_remembered_so_an_older_insert_does_not_resurrect_it() -> None:
+    """After a delete at time t, a replayed insert from before t leaves the key deleted."""
+    rig = await Rig().started()
+    rig.feed.push_messages(
+        upsert(1, "a", ct=(50, 0), doc_id=1),
+        delete(2, "a", ct=(60, 0), doc_id=1),
+        upsert(3, "a", ct=(50, 0), doc_id=1),
+    )
+    assert await rig.sub.follow() == "silent"
+    assert rig.doc("a") is None
+
+
+async def test_a_reload_floors_every_document_at_its_read_time() -> None:
+    """A replayed change older than the reload's majority read time changes nothing."""
+    rig = Rig([{**config("a", v="loaded"), "_id": 1}])
+    rig.store.time = (200, 0)
+    await rig.sub.sync(None)
+    rig.feed.push_messages(
+        upsert(1, "a", v="replayed", ct=(150, 3), doc_id=1),
+        upsert(2, "b", v="new", ct=(201, 0), doc_id=2),
+    )
+    assert await rig.sub.follow() == "silent"
+    assert rig.doc("a") == {**config("a", v="loaded"), "_id": 1}
+    assert rig.doc("b") is not None
+
+
+async def test_a_new_leader_term_continuing_the_sequence_costs_no_reload() -> None:
+    """Leader failover: the new term's first change follows our seq, so nothing reloads."""
+    rig = Rig([config("a")])
+    rig.feed.term = "old"
+    rig.feed.push_later(
+        upsert(1, "a", v=1, term="old"),
+        heartbeat(1, epoch=2, term="new"),
+        upsert(2, "a", v=2, epoch=2, term="new"),
+    )
+    await rig.sub.run(max_cycles=2)
+    assert rig.store.loads == 1 and rig.doc("a") == config("a", v=2)
+    assert rig.sub.state.term == "new" and sum(rig.sub.state.resyncs.values()) == 0
+
+
+async def test_garbage_reloads_a_few_times_then_is_only_counted() -> None:
+    """A stream of garbage costs at most a few reloads a minute, however long it lasts."""
+    rig = await Rig().started()
+    rig.feed.push(*[b"junk"] * 50)
+    outcomes = [await rig.sub.follow() for _ in range(4)]
+    assert outcomes == ["bad_message", "bad_message", "bad_message", "silent"]
+    assert rig.sub.state.rejected["bad_json"] == 50
+
+
+async def test_a_redis_outage_of_any_length_never_ends_the_subscriber() -> None:
+    """2,000 failed reconnects in a row (hours of outage): capped waits, no overflow, no exit."""
+    rig = Rig([config("a")])
+    rig.sub._backoff = Backoff(base=0.1, cap=5.0)  # the production strategy (full jitter)
+    rig.feed.open_failures.extend(FeedLost("refused") for _ in range(2_000))
+    await rig.sub.run(max_cycles=2_001)
+    assert rig.feed.opens == 2_001 and rig.cache.warmed
+    assert len(rig.sleeps) == 2_000 and max(rig.sleeps) <= 5.0
+
+
+async def test_a_heartbeat_from_a_watcher_replaying_a_backlog_does_not_confirm_the_cache() -> None:
+    """behind > half the staleness bound: inactive, and the cache counts as that old."""
+    rig = await Rig().started()
+    rig.feed.push_messages(Message(kind="heartbeat", seq=0, epoch=1, behind=20.0))
+    assert await rig.sub.follow() == "silent"
+    assert rig.sub.state.behind_s == 20.0 and not rig.sub.state.stream_active
+    age = rig.cache.age_seconds()
+    assert age is not None and age >= 20.0
+    caught_up = await Rig().started()
+    caught_up.feed.push_messages(Message(kind="heartbeat", seq=0, epoch=1, behind=0.2))
+    caught_up.sub._heartbeat_s = 1000.0  # stop before silence turns it inactive again
+    caught_up.feed.push(FeedLost("end of script"))
+    with pytest.raises(FeedLost):
+        await caught_up.sub.follow()
+    assert caught_up.sub.state.stream_active
+
+
+async def test_a_read_through_stamps_the_document_so_a_replay_cannot_undo_it() -> None:
+    """A document read from MongoDB at time T is not replaced by a replayed change older than T."""
+    rig = await Rig([{**config("a", v="old"), "_id": 1}]).started()
+    rig.store.put({**config("a", v="current"), "_id": 1})
+    rig.store.time = (500, 0)
+    rig.clock.advance(31.0)  # unconfirmed and older than the bound: lookups read through
+    assert await rig.cache.get_config_by_source_id("a") == {**config("a", v="current"), "_id": 1}
+    rig.feed.push_messages(upsert(1, "a", v="replayed", ct=(400, 0), doc_id=1))
+    assert await rig.sub.follow() == "silent"
+    assert rig.doc("a") == {**config("a", v="current"), "_id": 1}

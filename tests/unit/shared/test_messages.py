@@ -7,13 +7,16 @@ import math
 import uuid
 from typing import Any
 
+import bson
 import orjson
 import pytest
 from bson import Decimal128, ObjectId
 from bson.binary import Binary
+from bson.datetime_ms import DatetimeMS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from shared.clients import DOCUMENT_CODEC
 from shared.errors import MESSAGE_ERROR_REASONS, MessageError
 from shared.messages import (
     MAX_MESSAGE_BYTES,
@@ -43,9 +46,27 @@ json_values = st.recursive(
     ),
     max_leaves=20,
 )
+#: BSON dates as ``find`` decodes them under DATETIME_AUTO: naive UTC datetimes to the
+#: millisecond in years 1..9999, ``DatetimeMS`` outside (year 10000 on, year 0 and before).
+bson_dates = st.datetimes(
+    min_value=datetime.datetime(1, 1, 1), max_value=datetime.datetime(9999, 12, 31, 23, 59, 59)
+).map(lambda d: d.replace(microsecond=d.microsecond // 1000 * 1000)) | st.one_of(
+    st.integers(min_value=253_402_300_800_000, max_value=2**63 - 1),
+    st.integers(min_value=-(2**63), max_value=-62_135_596_800_001),
+).map(DatetimeMS)
+bson_values = st.recursive(
+    json_scalars | bson_dates,
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.text(max_size=8).filter(lambda k: not k.startswith("$")), children, max_size=4
+        )
+    ),
+    max_leaves=20,
+)
 docs = st.dictionaries(
     st.text(min_size=1, max_size=10).filter(lambda k: not k.startswith("$")),
-    json_values,
+    bson_values,
     max_size=6,
 )
 numbers = st.floats(allow_nan=False, allow_infinity=False)
@@ -188,6 +209,30 @@ def test_bson_values_survive_the_trip_as_pymongo_returns_them() -> None:
     assert back == expected
     assert isinstance(back["_id"], ObjectId) and isinstance(back["price"], Decimal128)
     assert isinstance(back["blob"], Binary) and back["blob"].subtype == 5
+
+
+@pytest.mark.parametrize(
+    "millis",
+    [
+        253_402_300_800_000,  # 10000-01-01T00:00:00Z, one past datetime.max
+        -62_135_596_800_001,  # one millisecond before 0001-01-01: year 0
+        -62_198_755_200_000,  # 0000-01-01T00:00:00Z
+        -(2**63),
+        2**63 - 1,
+    ],
+)
+def test_dates_outside_python_s_range_travel_as_number_long_and_come_back_as_find_reads_them(
+    millis: int,
+) -> None:
+    """A year-10000 or year-0 date is {"$date": {"$numberLong": ...}} and decodes to DatetimeMS."""
+    doc = {"_id": 1, "source_id": "s1", "when": DatetimeMS(millis), "in_range": DatetimeMS(0)}
+    found = bson.decode(bson.encode(doc), DOCUMENT_CODEC)
+    body = encode(Message(kind="upsert", seq=1, epoch=1, key="s1", doc=found))
+    assert orjson.loads(body)["doc"]["when"] == {"$date": {"$numberLong": str(millis)}}
+    back = decode(body).doc
+    assert back == found
+    assert type(back["when"]) is type(found["when"]) is DatetimeMS  # type: ignore[index]
+    assert type(back["in_range"]) is type(found["in_range"]) is datetime.datetime  # type: ignore[index]
 
 
 def test_body_has_no_seq_and_splice_puts_it_first() -> None:

@@ -141,10 +141,13 @@ class FakeChannel:
     def __init__(self, redis: FakeRedis, instance_id: str) -> None:
         self.redis, self.id = redis, instance_id
 
-    async def publish(self, body: bytes, *, epoch: int, incr: bool) -> int:
+    async def publish(
+        self, body: bytes, *, epoch: int, incr: bool, term_id: str = "", floor: int = 0
+    ) -> int:
         await self.redis.call()
         if self.redis.fenced(self.id, epoch):
             raise FencedOut("fake fence")
+        self.redis.seq = max(self.redis.seq, floor)
         if incr:
             self.redis.seq += 1
         self.redis.published.append(splice_seq(body, self.redis.seq))

@@ -148,3 +148,44 @@ async def test_a_fenced_heartbeat_ends_the_heartbeat_loop() -> None:
         await run_heartbeats(
             publisher, term, asyncio.Event(), interval_ms=10, stats=stats, clock=SYSTEM_CLOCK
         )
+
+
+async def test_messages_carry_the_term_id_and_exact_cluster_time() -> None:
+    """Every change and heartbeat names its term; changes carry ``ct``, heartbeats repeat it."""
+    redis = FakeRedis()
+    leadership, term = await leading(redis)
+    publisher, _ = make_publisher(redis, leadership)
+    draft = Draft(kind="upsert", op="insert", key="a", doc={}, ct=(1_700_000_000, 3))
+    await publisher.send(draft, term)
+    await publisher.heartbeat(term)
+    change, beat = redis.messages()
+    assert change.term == beat.term == term.term_id and len(term.term_id) == 16
+    assert change.ct == beat.ct == (1_700_000_000, 3)
+
+
+async def test_a_counter_redis_lost_is_put_back_to_the_terms_last_seq() -> None:
+    """Redis forgets the last INCRs: the next publish continues the term's own sequence."""
+    redis = FakeRedis()
+    leadership, term = await leading(redis)
+    publisher, _ = make_publisher(redis, leadership)
+    for key in "abcde":
+        await publisher.send(Draft(kind="upsert", op="insert", key=key, doc={}), term)
+    redis.seq = 1  # a failover to a replica that lagged
+    assert await publisher.heartbeat(term) == 5
+    assert await publisher.send(Draft(kind="upsert", op="insert", key="f", doc={}), term) == 6
+
+
+async def test_a_heartbeat_says_how_far_the_published_state_trails() -> None:
+    """``behind`` is the time since every committed change was last known published."""
+    redis = FakeRedis()
+    leadership, term = await leading(redis)
+    publisher, stats = make_publisher(redis, leadership)
+    await publisher.heartbeat(term)
+    stats.caught_up(time.time() - 12.0)  # replaying changes 12 s old
+    await publisher.heartbeat(term)
+    stats.caught_up(time.time())  # an empty getMore: caught up
+    await publisher.heartbeat(term)
+    unknown, replaying, current = redis.messages()
+    assert unknown.behind is None
+    assert replaying.behind is not None and 11.0 < replaying.behind < 60.0
+    assert current.behind is not None and current.behind < 1.0

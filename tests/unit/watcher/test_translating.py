@@ -33,14 +33,20 @@ def change(op: str, doc_id: Any, doc: dict[str, Any] | None = None, **extra: Any
 
 
 def test_insert_update_replace_become_upserts_with_the_post_image() -> None:
-    """insert/update/replace publish ``upsert`` carrying the post-image and the op."""
+    """insert/update/replace publish ``upsert`` with the post-image, op and exact clusterTime."""
     t, _ = translator()
     oid = ObjectId()
     for op in ("insert", "update", "replace"):
         doc = {"_id": oid, "source_id": "s1", "n": op}
         [draft] = t.drafts(change(op, oid, doc))
         assert draft == Draft(
-            kind="upsert", op=op, key="s1", doc=doc, cluster_time=1_700_000_000.000007, doc_id=oid
+            kind="upsert",
+            op=op,
+            key="s1",
+            doc=doc,
+            cluster_time=1_700_000_000.000007,
+            ct=(1_700_000_000, 7),
+            doc_id=oid,
         )
 
 

@@ -277,3 +277,19 @@ async def test_every_stream_ending_event_publishes_resync_with_its_name(op: str)
         await eventually(lambda: op in [m.reason for m in r.messages()])
     assert [m.reason for m in r.messages() if m.kind == "resync"] == ["no_token", op]
     assert r.stats.resyncs[op] == 1
+
+
+def test_an_events_wall_time_prefers_wall_time_then_cluster_time() -> None:
+    """wallTime (MongoDB 6.0+) when present, else the clusterTime's seconds."""
+    import datetime
+
+    from bson.timestamp import Timestamp
+
+    from watcher.watching import event_wall_time
+
+    wall = datetime.datetime(2026, 1, 2, 3, 4, 5, 600000)
+    assert event_wall_time({"wallTime": wall, "clusterTime": Timestamp(1, 1)}) == (
+        wall.replace(tzinfo=datetime.UTC).timestamp()
+    )
+    assert event_wall_time({"clusterTime": Timestamp(1_700_000_000, 9)}) == 1_700_000_000.0
+    assert event_wall_time({}) is None
