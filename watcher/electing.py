@@ -8,14 +8,16 @@ it. The renewal is awaited under a timeout ending at ``valid_until``: a hung or 
 revokes leadership on time, and revoking cancels the leader's work at once.
 
 Redis side (``shared.scripts``): ``ACQUIRE`` is ``SET {ns}:leader <id> NX PX ttl`` +
-``INCR {ns}:epoch`` (the term's fencing token); ``RENEW`` and ``RELEASE`` only act while
-leader *and* epoch are still ours. Every other leader write is fenced the same way, and a
+``INCR {ns}:epoch`` (the term's fencing token), confirmed on the Redis replicas with
+``WAIT`` before the term begins (:mod:`watcher.confirming`); ``RENEW`` and ``RELEASE``
+only act while leader *and* epoch are still ours. Every other leader write is fenced the same way, and a
 refused write calls :meth:`Elector.step_down`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -27,6 +29,7 @@ from redis.exceptions import RedisError
 from shared.errors import StoreUnavailable
 from shared.keys import Keys
 from shared.scripts import ACQUIRE, FENCED_OUT, RELEASE, RENEW
+from watcher.confirming import acquire_replicated, confirm_timeout_ms
 from watcher.errors import NotLeader
 from watcher.timing import SYSTEM_CLOCK, Backoff, Clock, wait_event
 
@@ -64,13 +67,30 @@ class RedisLease:
         self._acquire = redis.register_script(ACQUIRE)
         self._renew = redis.register_script(RENEW)
         self._release = redis.register_script(RELEASE)
+        #: Acquisitions given back because the replicas did not confirm them.
+        self.unconfirmed = 0
 
     async def acquire(self, ttl_ms: int) -> int:
-        """``ACQUIRE``: the new epoch, or 0."""
+        """``ACQUIRE`` + ``WAIT`` (:mod:`watcher.confirming`): the new epoch, or 0.
+
+        A lease the replicas did not confirm in time is released and raises
+        :class:`StoreUnavailable`: the elector backs off and this instance does not lead.
+        """
         try:
-            return int(await self._acquire(keys=self._keys, args=[self._id, ttl_ms]))
+            got = await acquire_replicated(
+                self._redis, self._acquire, keys=self._keys, args=[self._id, ttl_ms], ttl_ms=ttl_ms
+            )
         except RedisError as e:
             raise StoreUnavailable(f"lease acquire failed: {e}") from e
+        if got.epoch == 0 or got.confirmed:
+            return got.epoch
+        self.unconfirmed += 1
+        with contextlib.suppress(StoreUnavailable):
+            await self.release(got.epoch)
+        raise StoreUnavailable(
+            f"lease epoch {got.epoch} reached {got.acknowledged} of {got.expected} Redis "
+            f"replicas within {confirm_timeout_ms(ttl_ms)} ms; released, not leading"
+        )
 
     async def renew(self, epoch: int, ttl_ms: int) -> bool:
         """``RENEW``: True, or False when fenced out."""

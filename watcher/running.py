@@ -7,7 +7,10 @@ hence the process — ends with an error so the orchestrator restarts it):
                      and cancels it the instant leadership is revoked;
 ``watcher.elector``  the lease loop;
 ``watcher.status``   rewrites ``{ns}:watcher:{id}``;
-``watcher.http``     health and metrics.
+``watcher.http``     health and metrics;
+``watcher.sentinel`` (``redis+sentinel://`` only) follows ``+switch-master`` and closes
+                     every Redis connection the moment a replica is promoted, so a demoted
+                     primary that still accepts writes is not written to for seconds.
 
 Shutdown is a relay, so every step happens while the step before still holds: ``stop`` →
 the session stops intake, finishes its in-flight publish and saves the token (shielded)
@@ -24,7 +27,9 @@ from typing import Any
 import redis.asyncio as aioredis
 import structlog
 
+from shared.clients import SentinelRedis
 from shared.keys import Keys
+from shared.sentinel_watching import SwitchWatch, stop_watch
 from shared.settings import Settings
 from shared.telemetry import Telemetry, render_metrics
 from watcher.electing import ElectionTiming, Elector, Leadership, Lease, RedisLease, Term
@@ -125,6 +130,8 @@ class Watcher:
             metrics=lambda: render_metrics(telemetry),
         )
         self._stopping = False
+        self._redis = redis
+        self._keys = keys
 
     def stream_live(self) -> bool:
         """The change stream is open and answered (event or empty batch) within the limit."""
@@ -164,11 +171,29 @@ class Watcher:
                     ("watcher.status", self.status.run(elector_done), status_done),
                     ("watcher.http", self.http.serve(status_done), None),
                 ]
+                if isinstance(self._redis, SentinelRedis):
+                    roots.append(("watcher.sentinel", self._follow_switches(status_done), None))
                 for name, body, done in roots:
                     tg.create_task(_supervised(name, body, done), name=name)
                 tg.create_task(self._mark_stopping(stop), name="watcher.stop-watch")
         finally:
             await self.http.close()
+
+    async def _follow_switches(self, until: asyncio.Event) -> None:
+        """Run a :class:`SwitchWatch` on the sentinels until ``until``; stopped, not cancelled."""
+        assert isinstance(self._redis, SentinelRedis)
+        watch = SwitchWatch(self._redis, record_in=self._keys.failover)
+        task = asyncio.create_task(watch.run(), name="watcher.sentinel-watch")
+        ended = asyncio.create_task(until.wait(), name="watcher.sentinel-until")
+        try:
+            await asyncio.wait({task, ended}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ended.cancel()
+            await asyncio.gather(ended, return_exceptions=True)
+            await stop_watch(watch, task)
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            raise error
 
     async def _mark_stopping(self, stop: asyncio.Event) -> None:
         await stop.wait()
