@@ -16,9 +16,9 @@ from shared.clients import make_redis
 from shared.errors import StoreUnavailable
 from shared.settings import RedisSettings
 from shared.status import WatcherStatus
-from tests.unit.watcher.fakes import FakeSource
 from tests.integration.watcher.rig import KEYS, run_watcher, settings_for
 from tests.support.sentinel_group import SentinelGroup
+from tests.unit.watcher.fakes import FakeSource
 from watcher.electing import RedisLease
 
 pytestmark = pytest.mark.e2e
