@@ -10,8 +10,8 @@ revokes leadership on time, and revoking cancels the leader's work at once.
 Redis side (``shared.scripts``): ``ACQUIRE`` is ``SET {ns}:leader <id> NX PX ttl`` +
 ``INCR {ns}:epoch`` (the term's fencing token), confirmed on the Redis replicas with
 ``WAIT`` before the term begins (:mod:`watcher.confirming`); ``RENEW`` and ``RELEASE``
-only act while leader *and* epoch are still ours. Every other leader write is fenced the same way, and a
-refused write calls :meth:`Elector.step_down`.
+only act while leader *and* epoch are still ours. Every other leader write is fenced the
+same way, and a refused write calls :meth:`Elector.step_down`.
 """
 
 from __future__ import annotations
