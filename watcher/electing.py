@@ -63,6 +63,7 @@ class RedisLease:
         self._redis = redis
         self._keys = [keys.leader, keys.epoch]
         self._leader = keys.leader
+        self._handover = keys.handover
         self._id = instance_id
         self._acquire = redis.register_script(ACQUIRE)
         self._renew = redis.register_script(RENEW)
@@ -101,12 +102,15 @@ class RedisLease:
         return int(result) != FENCED_OUT
 
     async def release(self, epoch: int) -> bool:
-        """``RELEASE``: True if we deleted our own lease."""
+        """``RELEASE``, then announce the free lease on ``{ns}:handover``: True if it was ours."""
         try:
             result = await self._release(keys=self._keys, args=[self._id, epoch])
+            if int(result) == FENCED_OUT:
+                return False
+            await self._redis.publish(self._handover, self._id)
         except RedisError as e:
             raise StoreUnavailable(f"lease release failed: {e}") from e
-        return int(result) != FENCED_OUT
+        return True
 
     async def remaining_ms(self) -> int | None:
         """``PTTL {ns}:leader``."""
@@ -250,6 +254,7 @@ class Elector:
         self._clock = clock
         self._backoff = backoff or Backoff(base=timing.ttl / 10, cap=timing.ttl)
         self._next_renewal = 0.0
+        self._wake = asyncio.Event()
         #: Monotonic time the loop last went round (standby readiness).
         self.alive_at: float | None = None
 
@@ -257,6 +262,10 @@ class Elector:
     def leadership(self) -> Leadership:
         """The toggle this elector drives."""
         return self._leadership
+
+    def wake(self) -> None:
+        """The lease was just released (``{ns}:handover``): a standby tries it at once."""
+        self._wake.set()
 
     def step_down(self, term: Term, reason: str) -> None:
         """Stop leading ``term`` now (a fenced write was refused); ignored for an old term."""
@@ -284,6 +293,7 @@ class Elector:
 
     async def _try_acquire(self, stop: asyncio.Event) -> None:
         started = self._clock.monotonic()
+        self._wake.clear()  # an announcement from now on ends the standby wait below
         try:
             async with asyncio.timeout(self._timing.ttl):
                 epoch = await self._lease.acquire(self._timing.ttl_ms)
@@ -307,7 +317,7 @@ class Elector:
         delay = self._timing.standby_poll
         if remaining is not None:
             delay = min(delay, remaining / 1000 + 0.002)
-        await wait_event(stop, delay)
+        await _wait_any(stop, self._wake, seconds=delay)
 
     async def _renew(self, term: Term) -> None:
         started = self._clock.monotonic()
@@ -365,3 +375,16 @@ class Elector:
             log.info("lease released", epoch=term.epoch)
         else:
             log.info("lease was no longer ours at release", epoch=term.epoch)
+
+
+async def _wait_any(*events: asyncio.Event, seconds: float) -> None:
+    """Return once any of ``events`` is set, or after ``seconds``."""
+    if any(e.is_set() for e in events):
+        return
+    waiters = [asyncio.create_task(e.wait(), name="watcher.standby-wait") for e in events]
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)

@@ -8,6 +8,8 @@ hence the process — ends with an error so the orchestrator restarts it):
 ``watcher.elector``  the lease loop;
 ``watcher.status``   rewrites ``{ns}:watcher:{id}``;
 ``watcher.http``     health and metrics;
+``watcher.handover`` hears ``{ns}:handover`` (a leader that released its lease) and lets
+                     the elector take the lease at once instead of at its next poll;
 ``watcher.sentinel`` (``redis+sentinel://`` only) follows ``+switch-master`` and closes
                      every Redis connection the moment a replica is promoted, so a demoted
                      primary that still accepts writes is not written to for seconds.
@@ -34,6 +36,7 @@ from shared.settings import Settings
 from shared.telemetry import Telemetry, render_metrics
 from watcher.electing import ElectionTiming, Elector, Leadership, Lease, RedisLease, Term
 from watcher.errors import NotLeader
+from watcher.handing_over import HandoverListener
 from watcher.publishing import Channel, Publisher, RedisChannel, run_heartbeats
 from watcher.reporting import StatusWriter, WatcherStats, register_metrics
 from watcher.resuming import RedisTokenStore, TokenStore
@@ -78,6 +81,8 @@ class Watcher:
     ) -> None:
         instance_id = settings.process.instance_id
         keys = Keys(settings.redis.namespace)
+        #: Pub/sub listeners (handover, Sentinel) run only on a real Redis, not on test fakes.
+        self._listens = ports is None
         ports = ports or redis_ports(redis, keys, instance_id)
         timing = settings.timing
         self.settings = settings
@@ -171,7 +176,15 @@ class Watcher:
                     ("watcher.status", self.status.run(elector_done), status_done),
                     ("watcher.http", self.http.serve(status_done), None),
                 ]
-                if isinstance(self._redis, SentinelRedis):
+                if self._listens:
+                    handover = HandoverListener(
+                        self._redis,
+                        self._keys.handover,
+                        instance_id=self.settings.process.instance_id,
+                        wake=self.elector.wake,
+                    )
+                    roots.append(("watcher.handover", handover.run(elector_done), None))
+                if self._listens and isinstance(self._redis, SentinelRedis):
                     roots.append(("watcher.sentinel", self._follow_switches(status_done), None))
                 for name, body, done in roots:
                     tg.create_task(_supervised(name, body, done), name=name)

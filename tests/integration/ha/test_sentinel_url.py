@@ -88,15 +88,18 @@ def test_watcher_replica_and_scc_work_through_a_sentinel_url_and_a_primary_kill(
     _write(ha, "a", 2)
     wait_served(replica.url, "a", 2)
     deadline = time.monotonic() + 15
-    while True:  # the replica recorded the switch it heard, and reloaded after it
+    while True:  # the replica and the watcher recorded the switch they heard
         _, doc = scc(ha.url, "inspect")
         seen = doc.get("redis", {})
-        if seen.get("last_failover_at") and not seen.get("not_resynced_since"):
+        if seen.get("last_failover_at"):
             break
         assert time.monotonic() < deadline, seen
         time.sleep(0.2)
     assert seen["address"] == f"127.0.0.1:{new}"
     assert seen["failover_from"] == f"127.0.0.1:{old}"
+    warmed = {r["instance_id"]: r["warmed_at"] for r in doc["replicas"]}
+    expected = [i for i, at in warmed.items() if at is None or at < seen["last_failover_at"]]
+    assert seen["not_resynced_since"] == expected
 
 
 async def test_make_redis_follows_the_primary_the_sentinels_name(
