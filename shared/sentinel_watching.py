@@ -87,7 +87,8 @@ class SwitchWatch:
         self.switches = 0
 
     async def run(self) -> None:
-        """Watch until :meth:`stop` (one subscription per sentinel)."""
+        """Watch until :meth:`stop` (one subscription per sentinel); may run again after."""
+        self._stopping = False
         async with asyncio.TaskGroup() as group:
             for index, sentinel in enumerate(self._sentinels):
                 group.create_task(self._follow(sentinel), name=f"sentinel-watch-{index}")
@@ -155,10 +156,13 @@ class SwitchWatch:
             old=f"{switch.old[0]}:{switch.old[1]}",
             new=f"{switch.new[0]}:{switch.new[1]}",
         )
-        try:
-            await self._client.connection_pool.disconnect()
-        except REDIS_DOWN_ERRORS as e:
-            log.debug("closing connections to the old primary failed", error=str(e))
+        # Each sentinel announces the switch when it learns of it (up to seconds apart): a
+        # pool that already follows the new primary (it asked the sentinels since) is kept.
+        if getattr(self._client.connection_pool, "master_address", None) != switch.new:
+            try:
+                await self._client.connection_pool.disconnect()
+            except REDIS_DOWN_ERRORS as e:
+                log.debug("closing connections to the old primary failed", error=str(e))
         if self._record_in is not None:
             await self._record(switch)
         if self._on_switch is not None:
@@ -167,14 +171,17 @@ class SwitchWatch:
     async def _record(self, switch: Switch) -> None:
         """Write the switch to the new primary, for ``scc inspect`` (best effort)."""
         by = self._client.connection_pool.connection_kwargs.get("client_name") or ""
+        primary = f"{switch.new[0]}:{switch.new[1]}"
         fields: dict[FieldT, EncodableT] = {
             "at": repr(switch.heard_at),
-            "primary": f"{switch.new[0]}:{switch.new[1]}",
+            "primary": primary,
             "previous": f"{switch.old[0]}:{switch.old[1]}",
             "by": str(by),
         }
         assert self._record_in is not None
         try:
+            if await self._client.hget(self._record_in, "primary") == primary.encode():
+                return  # another process (or a late sentinel) recorded this switch already
             await self._client.hset(self._record_in, mapping=fields)
         except REDIS_DOWN_ERRORS as e:
             log.warning("could not record the primary switch", key=self._record_in, error=str(e))
