@@ -23,6 +23,7 @@ from pymongo.errors import PyMongoError
 
 from service.app import create_app
 from service.errors import RootTaskFailed
+from service.http_server import server_config
 from shared import __version__
 from shared.clients import make_mongo
 from shared.entry import or_exit
@@ -109,10 +110,9 @@ def serve(settings: Settings) -> int:
             server.should_exit = True
 
     app = create_app(settings=settings, on_failure=on_failure)
-    config = uvicorn.Config(
+    config = server_config(
         app,
-        host=settings.http.host,
-        port=settings.http.port,
+        settings.http,
         lifespan="on",
         log_config=None,  # keep the structlog set-up of configure_logging
         access_log=False,

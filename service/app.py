@@ -73,11 +73,15 @@ class _Sink:
             raise EventSinkUnavailable("the replica is not running")
         return replica.sink
 
-    async def accepted(self, source_id: str, event: dict[str, Any]) -> None:
-        await self._sink().accepted(source_id, event)
+    async def accepted(
+        self, source_id: str, event: dict[str, Any], *, dedup_key: str = "", answer: bytes = b""
+    ) -> bytes | None:
+        return await self._sink().accepted(source_id, event, dedup_key=dedup_key, answer=answer)
 
-    async def dead_letter(self, reason: str, event: dict[str, Any]) -> None:
-        await self._sink().dead_letter(reason, event)
+    async def dead_letter(
+        self, reason: str, event: dict[str, Any], *, dedup_key: str = "", answer: bytes = b""
+    ) -> bytes | None:
+        return await self._sink().dead_letter(reason, event, dedup_key=dedup_key, answer=answer)
 
 
 def create_app(
@@ -123,6 +127,8 @@ def create_app(
             counters=events,
             key_field=settings.mongo.key_field,
             retry_on=(StoreError,),
+            body_timeout_s=settings.http.body_timeout_s,
+            allowed_hosts=settings.http.blob_hosts,
         )
     )
 

@@ -3,7 +3,8 @@
 Why a module of its own: the subscriber decides *whether* a message is next in sequence
 (:mod:`service.sequencing`); this module decides what the change does to the documents,
 and keeps the per-document ordering: a change whose exact cluster time is older than what
-the target already reflects for that ``_id`` (:meth:`Snapshot.admits`) is counted and
+the target already reflects for that ``_id`` -- or for the other document now holding the
+same key, a later incarnation of it (:meth:`Snapshot.admits_at`) -- is counted and
 skipped, so the replay of a historical insert after a failover, or a replayed signed
 message, never moves a config backwards. The sequence still advances past it.
 
@@ -33,7 +34,8 @@ class Applier:
         self.older_skipped = 0
 
     def _admitted(self, message: Message, target: Snapshot) -> bool:
-        if target.admits(message.doc_id, message.ct):
+        key = message.key if message.kind == "upsert" else None
+        if target.admits_at(key, message.doc_id, message.ct):
             return True
         self.older_skipped += 1
         log.info(
@@ -60,9 +62,13 @@ class Applier:
             target.stamp(doc_id, message.ct)
             return
         assert key is not None  # Message guarantees a key for upserts
-        doc, reason = message.doc, "upsert"
+        doc, reason, ct = message.doc, "upsert", message.ct
         if message.refetch:
+            # The read answers with the state *now*, newer than the message: stamp it with a
+            # majority time taken before the read, so older replayed changes cannot undo it.
+            floor = await self._store.read_time()
             doc, reason = await self._store.find_by_key(key), "refetch"
+            ct = floor if ct is None or (floor is not None and floor > ct) else ct
             target = self._cache.snapshot if snapshot is None else snapshot  # may have swapped
         if snapshot is not None:
             if doc is None:
@@ -73,7 +79,11 @@ class Applier:
             self._cache.apply_delete(key)
         else:
             self._cache.apply_upsert(key, doc, reason=reason)
+        # The message's own document is known as of its cluster time; what a refetch read
+        # (possibly another document now holding the key) as of the read's floor.
         target.stamp(doc_id, message.ct)
+        if doc is not None and "_id" in doc:
+            target.stamp(doc["_id"], ct)
 
     def apply_now(self, message: Message) -> None:
         """Apply a carried change to the serving cache at once (no refetch, no await).

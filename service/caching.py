@@ -284,13 +284,15 @@ class ConfigCache:
         return self._changed.get(key, 0) > started
 
     async def _fetch_key(self, key: str) -> Doc | None:
-        started = self._tick
-        doc, read_at = await self._store.find_by_key_at(key)
+        # The answer is as old as the moment the read began: "verified" and "unknown" are
+        # timed from then, not from when a slow read came back.
+        started, now = self._tick, self._clock()
+        read_at = await self._read_floor()
+        doc = await self._store.find_by_key(key)
         if self._lost_race(key, started):
             return self._snap.by_key.get(key)  # the message is at least as new: it answers
         if self._reload_tick > started:
             return self._snap.by_key.get(key, doc)  # answer, but leave the new snapshot alone
-        now = self._clock()
         if doc is None:
             self._remember_unknown(self._negative_keys, key, now)
             self._verified_keys.pop(key, None)
@@ -303,8 +305,9 @@ class ConfigCache:
         return doc
 
     async def _fetch_container(self, container: str) -> list[Doc]:
-        started = self._tick
-        docs, read_at = await self._store.find_by_container_at(container)
+        started, now = self._tick, self._clock()
+        read_at = await self._read_floor()
+        docs = await self._store.find_by_container(container)
         if self._reload_tick > started:
             return docs  # a reload swapped in meanwhile: answer, install nothing
         fetched: set[str] = set()
@@ -320,23 +323,38 @@ class ConfigCache:
             self._snap.remove(key)  # MongoDB says it no longer lands here; re-read by key
             self.invalidations["read_through"] += 1
         result = list(self._snap.by_container.get(container, {}).values())
-        now = self._clock()
         if not result:
             self._remember_unknown(self._negative_containers, container, now)
         elif not self._trusted():
             self._verified_containers[container] = now
         return result
 
+    async def _read_floor(self) -> tuple[int, int] | None:
+        """A majority time taken before a read-through (one more round trip per miss).
+
+        The document read afterwards reflects every change older than it, so a replay
+        that arrives later (a watcher catching up after a failover or an outage) cannot
+        undo the answer -- also for a key the cache did not hold at all.
+        """
+        return await self._store.read_time()
+
     async def _fetch_all(self, _name: str) -> list[Doc]:
         return await self._store.load_all()
 
     def _install_fetched(self, key: str, doc: Doc, read_at: tuple[int, int] | None) -> None:
-        # The read reflects every change to this document older than ``read_at``: a replayed
-        # message older than that must not move it back (see Snapshot.admits).
+        # The read reflects every change to this document older than ``read_at`` (taken just
+        # before it): a replayed message older than that must not move it back.
         self._snap.stamp(doc.get("_id"), read_at)
         old = self._snap.by_key.get(key)
         self._negative_keys.pop(key, None)
         if old != doc:
+            # Other reads still in flight began before this answer: they must not undo it
+            # (a slower container read whose older result lacks this key, say).
+            self._note_change(key)
+            if "_id" in doc:
+                moved_from = self._snap.key_for_id(doc["_id"])
+                if moved_from is not None and moved_from != key:
+                    self._note_change(moved_from)
             self._snap.put(key, doc)
             if old is not None:
                 self.invalidations["read_through"] += 1

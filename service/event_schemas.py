@@ -5,7 +5,7 @@ Every byte string a sender can post is turned here either into a :class:`Batch` 
 :class:`InboundEvent` (id, type, where the blob is, an explicit ``source_id`` if any, and
 the event exactly as received) or into a :class:`BodyError` whose message names the
 offending field (``events[2].subject: field required``). The pydantic models double as
-the OpenAPI description of the endpoint (:data:`REQUEST_BODY_OPENAPI`).
+the OpenAPI description of the endpoint (:mod:`service.event_openapi`).
 
 Invariant: :func:`parse_body` returns one ``InboundEvent`` per event in the body, in
 order, or raises ``BodyError`` -- nothing else, whatever the bytes (pinned by a property
@@ -22,23 +22,29 @@ it alone); the batch then carries only its ``validationCode``.
 
 from __future__ import annotations
 
-import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Final, Literal, get_args
-from urllib.parse import unquote, urlsplit
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from service.blob_locations import locate_blob, url_host
+from service.event_checks import LimitError, check_document
 from shared.errors import SccError
 
 BLOB_CREATED: Final = "Microsoft.Storage.BlobCreated"
 SUBSCRIPTION_VALIDATION: Final = "Microsoft.EventGrid.SubscriptionValidationEvent"
 CLOUDEVENTS_BATCH: Final = "application/cloudevents-batch+json"
-_MAX_DETAIL: Final = 300
-_SUBJECT: Final = re.compile(
-    r"^/blobServices/default/containers/(?P<container>[^/]+)/blobs/(?P<path>.+)$"
+#: The media types ``POST /events/blob`` accepts (415 for any other).
+ACCEPTED_MEDIA_TYPES: Final = (
+    "application/json",
+    "application/cloudevents+json",
+    CLOUDEVENTS_BATCH,
 )
+#: Most events one request may carry (Event Grid delivers at most 5,000); 413 above.
+MAX_EVENTS: Final = 5000
+_MAX_DETAIL: Final = 300
 
 #: Why an event went to the dead-letter stream; bounded, so it can label a metric.
 DeadLetterReason = Literal[
@@ -48,6 +54,9 @@ DeadLetterReason = Literal[
     "no_matching_config",
     "ambiguous_match",
     "disabled",
+    "invalid_config",
+    "route_mismatch",
+    "foreign_url",
     "internal_error",
 ]
 DEAD_LETTER_REASONS: Final[tuple[str, ...]] = get_args(DeadLetterReason)
@@ -56,14 +65,23 @@ DEAD_LETTER_REASONS: Final[tuple[str, ...]] = get_args(DeadLetterReason)
 class BodyError(SccError):
     """The request body is not JSON, or not events; ``str(e)`` names the field (→ 400).
 
-    ``reason`` is ``bad_json`` or ``bad_schema`` (a bounded metric label).
+    ``reason`` is a bounded metric label: ``bad_json``, ``bad_schema``, ``over_limit``
+    (nesting or integer range, see :mod:`service.event_checks`) or ``too_many_events``
+    (``status`` 413).
     """
 
-    def __init__(self, reason: Literal["bad_json", "bad_schema"], detail: str) -> None:
+    def __init__(
+        self,
+        reason: Literal["bad_json", "bad_schema", "over_limit", "too_many_events"],
+        detail: str,
+        *,
+        status: int = 400,
+    ) -> None:
         detail = detail if len(detail) <= _MAX_DETAIL else detail[: _MAX_DETAIL - 3] + "..."
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
+        self.status = status
 
 
 class EventGridEvent(BaseModel):
@@ -155,6 +173,14 @@ class InboundEvent:
     path: str | None
     source_id: str | None
     raw: dict[str, Any]
+    #: The event as received, serialized once at parse time (what the stream stores).
+    raw_json: bytes = b""
+    #: Host of ``data.url`` (lower case) when the event carries one, else None.
+    url_host: str | None = None
+    #: Whether ``data.url`` is present at all (a non-string or unparsable one counts).
+    has_url: bool = False
+    #: Who sent it (CloudEvents ``source``, Event Grid ``topic``): with ``id`` it names it.
+    origin: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,21 +191,54 @@ class Batch:
     validation_code: str | None = None
 
 
-def parse_body(body: bytes, content_type: str | None) -> Batch:
-    """Parse a request body (see the module docstring); raises :class:`BodyError` only."""
+def parse_body(body: bytes, content_type: str | None, *, max_events: int = MAX_EVENTS) -> Batch:
+    """Parse a request body (see the module docstring); raises :class:`BodyError` only.
+
+    A batch of more than ``max_events`` is refused (413) before any event is validated.
+    """
+    *_, batch = parse_steps(body, content_type, max_events=max_events)
+    assert batch is not None
+    return batch
+
+
+def parse_steps(
+    body: bytes, content_type: str | None, *, max_events: int = MAX_EVENTS, chunk: int = 500
+) -> Iterator[Batch | None]:
+    """:func:`parse_body` in steps: None after every ``chunk`` events, then the Batch.
+
+    A caller on an event loop yields to it at each None, so a maximum-size batch never
+    holds the loop for longer than one chunk takes to validate.
+    """
     if not body.strip():
         raise BodyError("bad_json", "body: empty; expected a JSON array of events or one event")
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError as e:
         raise BodyError("bad_json", f"body: not valid JSON ({e})") from None
+    if isinstance(document, list) and len(document) > max_events:
+        raise BodyError(
+            "too_many_events",
+            f"body: {len(document)} events, over the limit of {max_events} per request",
+            status=413,
+        )
+    try:
+        where = "events" if isinstance(document, list) else "event"
+        document = check_document(body, document, where=where)
+    except LimitError as e:
+        raise BodyError("over_limit", str(e)) from None
     media = (content_type or "").split(";", 1)[0].strip().lower()
     if isinstance(document, list):
         cloud = media == CLOUDEVENTS_BATCH
-        events = [_parse_one(item, f"events[{i}]", cloud) for i, item in enumerate(document)]
-        return _maybe_handshake(events)
+        events: list[tuple[InboundEvent, EventGridEvent | None]] = []
+        for i, item in enumerate(document):
+            events.append(_parse_one(item, f"events[{i}]", cloud))
+            if i % chunk == chunk - 1:
+                yield None
+        yield _maybe_handshake(events)
+        return
     if isinstance(document, dict) and media != CLOUDEVENTS_BATCH:
-        return Batch(events=(_parse_one(document, "event", True)[0],))
+        yield Batch(events=(_parse_one(document, "event", True)[0],))
+        return
     raise BodyError(
         "bad_schema",
         f"body: expected a JSON array of events or one CloudEvents object under "
@@ -192,12 +251,14 @@ def _parse_one(item: Any, where: str, cloud: bool) -> tuple[InboundEvent, EventG
         if cloud or (isinstance(item, dict) and "specversion" in item):
             ce = CloudEvent.model_validate(item)
             explicit = ce.sourceid or ce.source_id or _data_source_id(ce.data, where)
-            return _inbound(ce.id, ce.type, ce.subject or "", ce.data, explicit, item), None
+            subject = ce.subject or ""
+            return _inbound(ce.id, ce.type, subject, ce.data, explicit, item, ce.source), None
         eg = EventGridEvent.model_validate(item)
     except ValidationError as e:
         raise BodyError("bad_schema", _describe(where, e)) from None
     explicit = _data_source_id(eg.data, where)
-    return _inbound(eg.id, eg.event_type, eg.subject, eg.data, explicit, item), eg
+    origin = eg.topic or ""
+    return _inbound(eg.id, eg.event_type, eg.subject, eg.data, explicit, item, origin), eg
 
 
 def _maybe_handshake(parsed: list[tuple[InboundEvent, EventGridEvent | None]]) -> Batch:
@@ -217,11 +278,25 @@ def _maybe_handshake(parsed: list[tuple[InboundEvent, EventGridEvent | None]]) -
 
 
 def _inbound(
-    event_id: str, event_type: str, subject: str, data: Any, source_id: str | None, raw: Any
+    event_id: str,
+    event_type: str,
+    subject: str,
+    data: Any,
+    source_id: str | None,
+    raw: Any,
+    origin: str,
 ) -> InboundEvent:
     location = locate_blob(subject, data)
     container, path = location if location else (None, None)
-    return InboundEvent(event_id, event_type, subject, container, path, source_id, raw)
+    has_url = isinstance(data, dict) and "url" in data
+    host = url_host(data["url"]) if has_url else None
+    # Depth and integer range were checked for the whole body, so this cannot fail on
+    # what the parser accepted; serializing here means nothing fails after a write.
+    raw_json = orjson.dumps(raw)
+    return InboundEvent(
+        event_id, event_type, subject, container, path, source_id, raw, raw_json, host,
+        has_url, origin,
+    )  # fmt: skip
 
 
 def _data_source_id(data: Any, where: str) -> str | None:
@@ -233,29 +308,6 @@ def _data_source_id(data: Any, where: str) -> str | None:
     return value
 
 
-def locate_blob(subject: str, data: Any) -> tuple[str, str] | None:
-    """``(container, path)`` from a blob event's subject, else from ``data.url``.
-
-    The subject carries the blob name as stored; ``data.url``
-    (``https://{account}.blob.core.windows.net/{container}/{path}``, virtual-host style,
-    any host) carries it URL-encoded, so it is decoded.
-    """
-    match = _SUBJECT.match(subject)
-    if match:
-        return match["container"], match["path"]
-    url = data.get("url") if isinstance(data, dict) else None
-    if not isinstance(url, str):
-        return None
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return None
-    container, _, path = parts.path.lstrip("/").partition("/")
-    if parts.scheme not in ("http", "https") or not container or not path:
-        return None
-    return unquote(container), unquote(path)
-
-
 def _describe(where: str, error: ValidationError) -> str:
     problems = error.errors(include_url=False)
     first = problems[0]
@@ -263,37 +315,3 @@ def _describe(where: str, error: ValidationError) -> str:
     message = first["msg"][:1].lower() + first["msg"][1:]
     more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
     return f"{loc}: {message}{more}"
-
-
-def _inline_refs(node: Any, defs: dict[str, Any]) -> Any:
-    # The route's request body is documented through ``openapi_extra``, which cannot add
-    # component schemas, so the (non-recursive) definitions are inlined instead.
-    if isinstance(node, dict):
-        ref = node.get("$ref")
-        if isinstance(ref, str) and ref.startswith("#/$defs/"):
-            return _inline_refs(defs[ref.removeprefix("#/$defs/")], defs)
-        return {k: _inline_refs(v, defs) for k, v in node.items() if k != "$defs"}
-    if isinstance(node, list):
-        return [_inline_refs(v, defs) for v in node]
-    return node
-
-
-def _schema(adapter: TypeAdapter[Any]) -> dict[str, Any]:
-    schema = adapter.json_schema(by_alias=True)
-    inlined: dict[str, Any] = _inline_refs(schema, schema.get("$defs", {}))
-    return inlined
-
-
-#: ``openapi_extra`` for the POST route: the three accepted body shapes by content type.
-REQUEST_BODY_OPENAPI: Final[dict[str, Any]] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": _schema(TypeAdapter(list[EventGridEvent] | CloudEvent)),
-            },
-            "application/cloudevents+json": {"schema": _schema(TypeAdapter(CloudEvent))},
-            CLOUDEVENTS_BATCH: {"schema": _schema(TypeAdapter(list[CloudEvent]))},
-        },
-    }
-}

@@ -1,24 +1,30 @@
 """Where routed blob events go, and the counts of what ``POST /events/blob`` did.
 
 Why a module of its own: the HTTP layer (:mod:`service.ingesting`) decides, this module
-records. :class:`RedisEventSink` writes each event to one of two capped Redis streams
-(``{ns}:events:accepted`` / ``{ns}:events:dlq``); a write that fails raises
+records. :class:`RedisEventSink` stores each event in one of two capped Redis streams
+(``{ns}:events:accepted`` / ``{ns}:events:dlq``) through one script
+(:mod:`service.event_store_script`) that also remembers the event's id for a window, so
+a retried request does not store an event twice; a write that fails raises
 :class:`~service.errors.EventSinkUnavailable`, so the request is answered 503 and the
-sender retries -- an event is never acknowledged before it was written.
+sender retries -- an event is never acknowledged before it was written (and, with
+``min_replicas``, before that many Redis replicas confirmed it with ``WAIT``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 import orjson
 import redis.asyncio as aioredis
-from redis.typing import EncodableT, FieldT
+from redis.exceptions import NoScriptError
+from redis.typing import EncodableT
 
 from service.errors import EventSinkUnavailable
 from service.event_schemas import DEAD_LETTER_REASONS
+from service.event_store_script import STORE_EVENT
 from shared.clients import REDIS_DOWN_ERRORS
 from shared.keys import Keys
 
@@ -26,67 +32,144 @@ OUTCOMES: Final = ("accepted", "dead_lettered", "validation")
 REJECTION_REASONS: Final = (
     "unauthorized",
     "too_large",
+    "too_many_events",
     "incomplete_body",
+    "body_timeout",
+    "unsupported_media_type",
     "bad_json",
     "bad_schema",
+    "over_limit",
     "unavailable",
+    "config_unavailable",
+    "not_replicated",
 )
+STREAMS: Final = ("accepted", "dlq")
 
 
 class EventSink(Protocol):
     """Where routed events go; both methods raise :class:`EventSinkUnavailable` on failure.
 
     ``event`` is a flat record: ``event_id``, ``event_type``, ``subject``, ``container``,
-    ``path``, ``received_at`` (epoch seconds), ``event`` (the event as received), and for
-    dead letters ``source_id`` / ``candidates`` when known.
+    ``path``, ``received_at`` (epoch seconds), ``event`` (the event as received, JSON
+    bytes), and for dead letters ``source_id`` / ``candidates`` when known. ``dedup_key``
+    names the event for de-duplication (empty: none) and ``answer`` is what to tell a
+    retry of it. Each returns None when the event was stored now, or the ``answer``
+    stored by the first delivery of the same event within the window.
     """
 
-    async def accepted(self, source_id: str, event: dict[str, Any]) -> None:
+    async def accepted(
+        self, source_id: str, event: dict[str, Any], *, dedup_key: str = "", answer: bytes = b""
+    ) -> bytes | None:
         """Hand the event on to the ingestion of ``source_id``."""
         ...
 
-    async def dead_letter(self, reason: str, event: dict[str, Any]) -> None:
+    async def dead_letter(
+        self, reason: str, event: dict[str, Any], *, dedup_key: str = "", answer: bytes = b""
+    ) -> bytes | None:
         """Park the event with the reason nobody took it."""
         ...
 
 
-class RedisEventSink:
-    """:class:`EventSink` over two capped Redis streams (``XADD ... MAXLEN ~ maxlen``).
+@dataclass(frozen=True, slots=True)
+class StreamLimits:
+    """How the two events streams are capped, and how a write is confirmed.
 
-    Writes are group-committed: every ``XADD`` requested in the same event-loop tick (the
-    events of one request, and those of concurrent requests) goes out in one pipelined
-    round trip, and each caller still learns the fate of its own entry -- its call returns
-    only once Redis stored it, or raises :class:`EventSinkUnavailable`. If the writing task
-    is cancelled, every entry still waiting fails rather than hanging.
+    ``maxlen`` entries, none older than ``max_age_s`` (0: no age cap), about ``max_bytes``
+    of Redis memory (0: no byte cap); ``consumer_group`` names the group whose unread
+    entries trimming must count; ``dedup_window_s`` is how long an event id is
+    remembered (0: not at all); ``min_replicas`` Redis replicas must confirm each batch
+    within ``replica_timeout_ms`` (``WAIT``; 0: no wait).
     """
 
-    def __init__(self, redis: aioredis.Redis, keys: Keys, *, maxlen: int = 100_000) -> None:
-        if maxlen < 1:
-            raise ValueError(f"maxlen must be positive, got {maxlen}")
+    maxlen: int = 100_000
+    max_age_s: float = 0.0
+    max_bytes: int = 0
+    consumer_group: str | None = None
+    dedup_window_s: float = 0.0
+    min_replicas: int = 0
+    replica_timeout_ms: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.maxlen < 1:
+            raise ValueError(f"maxlen must be positive, got {self.maxlen}")
+
+
+class TrimCounters:
+    """What trimming removed from each stream, and the length it left (plain integers)."""
+
+    __slots__ = ("length", "removed", "removed_unread")
+
+    def __init__(self) -> None:
+        self.removed: dict[str, int] = dict.fromkeys(STREAMS, 0)
+        self.removed_unread: dict[str, int] = dict.fromkeys(STREAMS, 0)
+        self.length: dict[str, int] = dict.fromkeys(STREAMS, 0)
+
+
+class RedisEventSink:
+    """:class:`EventSink` over two capped Redis streams (one script per event).
+
+    Writes are group-committed: every write requested in the same event-loop tick (the
+    events of one request chunk, and those of concurrent requests) goes out in one
+    pipelined round trip -- followed by ``WAIT`` when ``min_replicas`` is set -- and each
+    caller still learns the fate of its own entry: its call returns only once Redis
+    stored it, or raises :class:`EventSinkUnavailable`. If the writing task is
+    cancelled, every entry still waiting fails rather than hanging.
+    """
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        keys: Keys,
+        *,
+        maxlen: int = 100_000,
+        limits: StreamLimits | None = None,
+        trims: TrimCounters | None = None,
+    ) -> None:
         self._redis = redis
         self._keys = keys
-        self._maxlen = maxlen
+        self._limits = limits if limits is not None else StreamLimits(maxlen=maxlen)
+        self.trims = trims if trims is not None else TrimCounters()
+        self._sha = hashlib.sha1(STORE_EVENT.encode()).hexdigest()
         self._pending: list[_Entry] = []
         self._flushing = False
+        self._loaded = False
 
-    async def accepted(self, source_id: str, event: dict[str, Any]) -> None:
-        """``XADD {ns}:events:accepted`` with ``source_id`` first, then the record."""
-        await self._add(self._keys.events_accepted, {"source_id": source_id, **event})
+    async def accepted(
+        self, source_id: str, event: dict[str, Any], *, dedup_key: str = "", answer: bytes = b""
+    ) -> bytes | None:
+        """Store in ``{ns}:events:accepted`` with ``source_id`` first, then the record."""
+        record = {"source_id": source_id, **event}
+        return await self._add("accepted", record, dedup_key, answer)
 
-    async def dead_letter(self, reason: str, event: dict[str, Any]) -> None:
-        """``XADD {ns}:events:dlq`` with ``reason`` first, then the record."""
-        await self._add(self._keys.events_dlq, {"reason": reason, **event})
+    async def dead_letter(
+        self, reason: str, event: dict[str, Any], *, dedup_key: str = "", answer: bytes = b""
+    ) -> bytes | None:
+        """Store in ``{ns}:events:dlq`` with ``reason`` first, then the record."""
+        return await self._add("dlq", {"reason": reason, **event}, dedup_key, answer)
 
-    async def _add(self, stream: str, record: dict[str, Any]) -> None:
-        fields: dict[FieldT, EncodableT] = {
-            name: orjson.dumps(value) if name == "event" else str(value)
-            for name, value in record.items()
-        }
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Entry(stream, fields, done))
+    async def _add(
+        self, stream: str, record: dict[str, Any], dedup_key: str, answer: bytes
+    ) -> bytes | None:
+        limits = self._limits
+        key = self._keys.events_accepted if stream == "accepted" else self._keys.events_dlq
+        window_ms = int(limits.dedup_window_s * 1000) if dedup_key else 0
+        seen = self._keys.event_seen(_digest(dedup_key)) if window_ms else key
+        args: list[EncodableT] = [
+            window_ms,
+            answer,
+            limits.maxlen,
+            int(limits.max_age_s * 1000),
+            limits.max_bytes,
+            limits.consumer_group or "",
+        ]
+        for name, value in record.items():
+            args.append(name)
+            args.append(_field(name, value))
+        done: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Entry(stream, [key, seen], args, done))
         if not self._flushing:
             await self._flush_pending()
-        await done
+        return await done
 
     async def _flush_pending(self) -> None:
         self._flushing = True
@@ -104,28 +187,74 @@ class RedisEventSink:
 
     async def _write(self, batch: list[_Entry]) -> None:
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for entry in batch:
-                    pipe.xadd(entry.stream, entry.fields, maxlen=self._maxlen, approximate=True)
-                results = await pipe.execute(raise_on_error=False)
+            if not self._loaded:
+                await self._redis.script_load(STORE_EVENT)
+                self._loaded = True
+            results = await self._send(batch)
+            missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+            if missing:  # Redis restarted or failed over: load the script, send those again
+                await self._redis.script_load(STORE_EVENT)
+                again = await self._send([batch[i] for i in missing])
+                for i, result in zip(missing, again, strict=True):
+                    results[i] = result
+        except NotReplicated as e:
+            _fail(batch, e)
+            return
         except REDIS_DOWN_ERRORS as e:
-            _fail(batch, EventSinkUnavailable(f"XADD of {len(batch)} event(s) failed: {e}"))
+            _fail(batch, EventSinkUnavailable(f"storing {len(batch)} event(s) failed: {e}"))
             return
         for entry, result in zip(batch, results, strict=True):
             if entry.done.done():
                 continue
             if isinstance(result, Exception):
-                error = EventSinkUnavailable(f"XADD {entry.stream} failed: {result}")
+                error = EventSinkUnavailable(f"storing in {entry.stream} failed: {result}")
                 entry.done.set_exception(error)
-            else:
-                entry.done.set_result(None)
+                continue
+            stored, prior, removed, unread, length = result
+            self.trims.removed[entry.stream] += int(removed)
+            self.trims.removed_unread[entry.stream] += int(unread)
+            self.trims.length[entry.stream] = int(length)
+            entry.done.set_result(None if stored else bytes(prior))
+
+    async def _send(self, batch: list[_Entry]) -> list[Any]:
+        """One pipelined round trip: the script once per entry, then ``WAIT`` if asked."""
+        wait = self._limits.min_replicas
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for entry in batch:
+                pipe.evalsha(self._sha, 2, *entry.keys, *entry.args)
+            if wait:
+                pipe.execute_command("WAIT", wait, self._limits.replica_timeout_ms)
+            results: list[Any] = await pipe.execute(raise_on_error=False)
+        if wait:
+            confirmed = results.pop()
+            if isinstance(confirmed, Exception) or int(confirmed) < wait:
+                raise NotReplicated(
+                    f"{len(batch)} event(s) stored but confirmed by {confirmed} of {wait} "
+                    f"Redis replicas within {self._limits.replica_timeout_ms} ms; retry"
+                )
+        return results
+
+
+class NotReplicated(EventSinkUnavailable):
+    """Stored, but fewer Redis replicas than ``min_replicas`` confirmed it in time (503)."""
+
+
+def _digest(dedup_key: str) -> str:
+    return hashlib.blake2b(dedup_key.encode(), digest_size=16).hexdigest()
+
+
+def _field(name: str, value: Any) -> EncodableT:
+    if name == "event":
+        return value if isinstance(value, bytes) else orjson.dumps(value)
+    return str(value)
 
 
 @dataclass(slots=True)
 class _Entry:
     stream: str
-    fields: dict[FieldT, EncodableT]
-    done: asyncio.Future[None]
+    keys: list[str]
+    args: list[EncodableT]
+    done: asyncio.Future[bytes | None]
 
 
 def _fail(entries: list[_Entry], error: EventSinkUnavailable) -> None:
@@ -143,9 +272,12 @@ class IngestCounters:
     ``dead_letters`` per dead-letter reason.
     """
 
-    __slots__ = ("dead_letters", "outcomes", "rejections")
+    __slots__ = ("dead_letters", "duplicates", "outcomes", "rejections", "trims")
 
     def __init__(self) -> None:
+        self.trims = TrimCounters()
+        #: Events answered from the de-duplication window instead of being stored again.
+        self.duplicates = 0
         self.outcomes: dict[str, int] = dict.fromkeys(OUTCOMES, 0)
         self.rejections: dict[str, int] = dict.fromkeys(REJECTION_REASONS, 0)
         self.dead_letters: dict[str, int] = dict.fromkeys(DEAD_LETTER_REASONS, 0)
@@ -161,3 +293,15 @@ class IngestCounters:
     def dead_letters_by_reason(self) -> list[tuple[float, dict[str, str]]]:
         """``[(count, {"reason": r})]`` for ``scc_events_dead_lettered_total``."""
         return [(n, {"reason": k}) for k, n in list(self.dead_letters.items())]
+
+    def trimmed_by_stream(self) -> list[tuple[float, dict[str, str]]]:
+        """``[(count, {"stream": s})]`` for ``scc_events_trimmed_total``."""
+        return [(n, {"stream": k}) for k, n in list(self.trims.removed.items())]
+
+    def trimmed_unread_by_stream(self) -> list[tuple[float, dict[str, str]]]:
+        """``[(count, {"stream": s})]`` for ``scc_events_trimmed_unread_total``."""
+        return [(n, {"stream": k}) for k, n in list(self.trims.removed_unread.items())]
+
+    def length_by_stream(self) -> list[tuple[float, dict[str, str]]]:
+        """``[(entries, {"stream": s})]`` for ``scc_events_stream_length`` (last write)."""
+        return [(n, {"stream": k}) for k, n in list(self.trims.length.items())]

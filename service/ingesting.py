@@ -6,26 +6,36 @@ which source the file belongs to and hands the event on through a Redis stream
 (``{ns}:events:accepted`` with the ``source_id``) -- or parks it in ``{ns}:events:dlq``
 with a bounded reason when no single enabled config claims it.
 
-Invariant: an event is acknowledged with a 2xx only after it was written to one of the
-two streams. Never a silent drop: an unsupported type, an unmatched or disabled blob and
-even a bug while routing one event all end in the dead-letter stream; when the streams
-cannot be written the whole request gets a 503, which Event Grid and CloudEvents senders
-retry (so delivery is at least once: consumers de-duplicate on ``event_id``).
+Invariants: an event is acknowledged with a 2xx only after it was written to one of the
+two streams. A request is judged as a whole before anything is written: a body that is
+not one of the three JSON media types (415), over 1 MiB (413), over
+:data:`~service.event_schemas.MAX_EVENTS` events (413), not JSON, not events, nested too
+deep or carrying integers outside 64 bits (400 naming the place) writes nothing. Never a
+silent drop: an unsupported type, an unmatched, disabled or misconfigured blob, a
+foreign ``data.url`` and even a bug while routing one event end in the dead-letter
+stream. A 503 means a store is down (Redis -- or MongoDB for a config lookup) and only
+that; senders retry, and a retry of an event already stored within the de-duplication
+window is answered as the first time and not stored again (so a retried batch does not
+duplicate its good events). Events are routed and stored in chunks that yield to the
+event loop, and dead letters are logged once per request, counted by reason.
 
-Matching (:func:`choose_config`): an explicit ``source_id`` (CloudEvents extension
-``sourceid``/``source_id`` or ``data.source_id``) names the config; otherwise the configs
-whose ``ingestion.landing_container`` is the blob's container compete, each with its
-``ingestion.path_pattern`` (an ``fnmatch`` glob on the blob path, case-sensitive, ``*``
-crossing ``/``). A matching pattern beats no pattern; among patterns the longer literal
-prefix wins, then the more literal characters; what still ties is ``ambiguous_match``.
-The winner is checked last for ``enabled`` (missing or null means enabled), so disabling
-a specific config parks its blobs instead of handing them to a catch-all.
+Matching (:func:`choose_config`): the configs whose ``ingestion.landing_container`` is
+the blob's container compete, each with its ``ingestion.path_pattern`` (an ``fnmatch``
+glob on the blob path, case-sensitive, ``*`` crossing ``/``). A matching pattern beats no
+pattern; among patterns the longer literal prefix wins, then the more literal
+characters; what still ties is ``ambiguous_match``. An explicit ``source_id``
+(CloudEvents extension ``sourceid``/``source_id`` or ``data.source_id``) names the
+config, which must still own the container and path (``route_mismatch``) unless it sets
+``ingestion.explicit_route_any_location: true``. The winner is checked last for
+``enabled`` (missing or null means enabled, a non-boolean is ``invalid_config``), so
+disabling a specific config parks its blobs instead of handing them to a catch-all.
 
-Errors (drawn in :mod:`service.errors`): ``BodyError`` -> 400 naming the field,
+Errors (drawn in :mod:`service.errors`): ``BodyError`` -> 400/413 naming the field,
 ``ConfigsUnavailable`` (the resolver raised one of ``retry_on``) -> 503,
-``EventSinkUnavailable`` (neither stream could be written) -> 503, the sender retries.
-The matching rules live in :mod:`service.matching`, the sinks and counters in
-:mod:`service.event_sinks`; their names are re-exported here.
+``EventSinkUnavailable`` (the streams could not be written, or not confirmed by enough
+Redis replicas) -> 503, the sender retries. The matching rules live in
+:mod:`service.matching`, the per-event routing in :mod:`service.event_routing`, the
+sinks and counters in :mod:`service.event_sinks`; their names are re-exported here.
 """
 
 from __future__ import annotations
@@ -35,6 +45,7 @@ import hmac
 import re
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -46,20 +57,20 @@ from pydantic import BaseModel
 from starlette.requests import ClientDisconnect
 
 from service.errors import ConfigsUnavailable, EventSinkUnavailable
+from service.event_openapi import HANDSHAKE_OPENAPI, REQUEST_BODY_OPENAPI
+from service.event_routing import EventRouter
 from service.event_schemas import (
-    BLOB_CREATED,
-    REQUEST_BODY_OPENAPI,
+    ACCEPTED_MEDIA_TYPES,
+    MAX_EVENTS,
     BodyError,
-    DeadLetterReason,
     ErrorResponse,
     EventResult,
     EventsResponse,
-    InboundEvent,
     ValidationResponse,
-    parse_body,
+    parse_steps,
 )
-from service.event_sinks import EventSink, IngestCounters, RedisEventSink
-from service.matching import ConfigResolver, Route, choose_config, is_enabled
+from service.event_sinks import EventSink, IngestCounters, NotReplicated, RedisEventSink
+from service.matching import ConfigResolver, Route, choose_config
 
 __all__ = [
     "BodyError",
@@ -76,6 +87,8 @@ __all__ = [
 
 _log: Final = structlog.get_logger(__name__)
 _REQUEST_ID: Final = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+#: Events routed and stored together before the request yields to the event loop.
+CHUNK: Final = 250
 
 
 def make_events_router(
@@ -84,6 +97,9 @@ def make_events_router(
     sink: EventSink,
     ingest_token: str | None = None,
     max_body_bytes: int = 1024 * 1024,
+    max_events: int = MAX_EVENTS,
+    body_timeout_s: float = 30.0,
+    allowed_hosts: frozenset[str] = frozenset(),
     counters: IngestCounters | None = None,
     key_field: str = "source_id",
     clock: Callable[[], float] = time.time,
@@ -93,19 +109,29 @@ def make_events_router(
 
     ``key_field`` names the config field holding its id (``SCC_KEY_FIELD``); ``retry_on``
     lists resolver exceptions that mean "try again later" (503) rather than a bug in
-    routing one event (dead-lettered as ``internal_error``).
+    routing one event (dead-lettered as ``internal_error``); ``allowed_hosts`` (empty:
+    any) are the ``data.url`` hosts accepted, others are dead-lettered as ``foreign_url``;
+    a body not received within ``body_timeout_s`` is refused with 408.
     """
-    if max_body_bytes < 1:
-        raise ValueError(f"max_body_bytes must be positive, got {max_body_bytes}")
-    ingestor = _Ingestor(
+    if max_body_bytes < 1 or max_events < 1 or body_timeout_s <= 0:
+        raise ValueError("max_body_bytes, max_events and body_timeout_s must be positive")
+    counters = counters if counters is not None else IngestCounters()
+    router_ = EventRouter(
         resolver=resolver,
         sink=sink,
-        token=ingest_token.encode() if ingest_token else None,
-        max_body_bytes=max_body_bytes,
-        counters=counters if counters is not None else IngestCounters(),
+        counters=counters,
         key_field=key_field,
         clock=clock,
         retry_on=retry_on,
+        allowed_hosts=frozenset(h.lower() for h in allowed_hosts),
+    )
+    ingestor = _Ingestor(
+        router=router_,
+        token=ingest_token.encode() if ingest_token else None,
+        max_body_bytes=max_body_bytes,
+        max_events=max_events,
+        body_timeout_s=body_timeout_s,
+        counters=counters,
     )
     router = APIRouter(tags=["events"])
 
@@ -117,8 +143,10 @@ def make_events_router(
         responses={
             400: {"model": ErrorResponse, "description": "Malformed JSON or event"},
             401: {"model": ErrorResponse, "description": "Ingest token missing or wrong"},
-            413: {"model": ErrorResponse, "description": "Body over the size limit"},
-            503: {"model": ErrorResponse, "description": "Events store down; retry"},
+            408: {"model": ErrorResponse, "description": "Body not received in time"},
+            413: {"model": ErrorResponse, "description": "Over 1 MiB or over 5,000 events"},
+            415: {"model": ErrorResponse, "description": "Not a JSON events media type"},
+            503: {"model": ErrorResponse, "description": "A store is down; retry"},
         },
         openapi_extra=REQUEST_BODY_OPENAPI,
     )
@@ -133,18 +161,18 @@ def make_events_router(
     @router.options(
         "/events/blob",
         summary="CloudEvents webhook validation handshake (abuse protection)",
-        responses={400: {"model": ErrorResponse}},
+        response_class=Response,
+        openapi_extra=HANDSHAKE_OPENAPI,
     )
-    async def blob_events_handshake(
-        webhook_request_origin: str | None = Header(default=None),
-    ) -> Response:
+    async def blob_events_handshake(request: Request) -> Response:
         # Not token-checked: the handshake only states consent to receive; every POST that
         # follows is checked. Event Grid validates before the first delivery.
-        if not webhook_request_origin:
+        origin = request.headers.get("webhook-request-origin", "").strip()
+        if not origin:
             return _error(400, "WebHook-Request-Origin header: required for the handshake")
-        ingestor.counters.outcomes["validation"] += 1
-        _log.info("events.handshake", origin=webhook_request_origin)
-        headers = {"WebHook-Allowed-Origin": webhook_request_origin, "WebHook-Allowed-Rate": "*"}
+        counters.outcomes["validation"] += 1
+        _log.info("events.handshake", origin=origin[:200])
+        headers = {"WebHook-Allowed-Origin": origin, "WebHook-Allowed-Rate": "*"}
         return Response(status_code=200, headers={**headers, "Allow": "POST, OPTIONS"})
 
     return router
@@ -152,14 +180,12 @@ def make_events_router(
 
 @dataclass(slots=True)
 class _Ingestor:
-    resolver: ConfigResolver
-    sink: EventSink
+    router: EventRouter
     token: bytes | None
     max_body_bytes: int
+    max_events: int
+    body_timeout_s: float
     counters: IngestCounters
-    key_field: str
-    clock: Callable[[], float]
-    retry_on: tuple[type[Exception], ...]
 
     async def handle(self, request: Request, tokens: tuple[str | None, ...]) -> Response:
         given = request.headers.get("x-request-id")
@@ -175,33 +201,60 @@ class _Ingestor:
     async def _handle(self, request: Request, tokens: tuple[str | None, ...]) -> Response:
         if self.token is not None and not self._authorized(tokens):
             return self._reject("unauthorized", 401, "ingest token missing or wrong")
+        content_type = request.headers.get("content-type")
+        media = (content_type or "").split(";", 1)[0].strip().lower()
+        if media not in ACCEPTED_MEDIA_TYPES:
+            shown = repr(media[:60]) if media else "none"
+            allowed = ", ".join(ACCEPTED_MEDIA_TYPES)
+            detail = f"content-type: {shown}; expected one of {allowed}"
+            return self._reject("unsupported_media_type", 415, detail)
         body = await self._read_body(request)
         if isinstance(body, Response):
             return body
         try:
-            batch = parse_body(body, request.headers.get("content-type"))
+            batch = None
+            for step in parse_steps(body, content_type, max_events=self.max_events):
+                if step is None:
+                    await asyncio.sleep(0)
+                batch = step
         except BodyError as e:
-            return self._reject(e.reason, 400, e.detail)
+            return self._reject(e.reason, e.status, e.detail)
+        del body
+        assert batch is not None
         if batch.validation_code is not None:
             self.counters.outcomes["validation"] += 1
             _log.info("events.subscription_validated")
             return _json(ValidationResponse(validationResponse=batch.validation_code))
-        # All events of the batch are routed and written concurrently, so the sink can
-        # send their writes in one round trip; each still succeeds or fails on its own.
-        outcomes = await asyncio.gather(
-            *(self._ingest(event) for event in batch.events), return_exceptions=True
-        )
-        results = [r for r in outcomes if isinstance(r, EventResult)]
-        for failure in outcomes:
-            if isinstance(failure, EventSinkUnavailable | ConfigsUnavailable):
-                _log.error("events.unavailable", error=str(failure), written=len(results))
-                store = "events" if isinstance(failure, EventSinkUnavailable) else "config"
-                return self._reject("unavailable", 503, f"{store} store unavailable; retry later")
-            if isinstance(failure, BaseException):
-                raise failure
-        accepted = sum(r.outcome == "accepted" for r in results)
-        _log.debug("events.batch", accepted=accepted, dead_lettered=len(results) - accepted)
+        try:
+            results = await self._ingest_all(batch.events)
+        except NotReplicated as failure:
+            _log.error("events.not_replicated", error=str(failure))
+            return self._reject("not_replicated", 503, f"{failure}")
+        except (EventSinkUnavailable, ConfigsUnavailable) as failure:
+            _log.error("events.unavailable", error=str(failure))
+            if isinstance(failure, EventSinkUnavailable):  # Redis: "unavailable", as before
+                return self._reject("unavailable", 503, "events store unavailable; retry later")
+            return self._reject("config_unavailable", 503, "config store unavailable; retry later")
+        _log_outcomes(results)
         return _json(EventsResponse(results=results))
+
+    async def _ingest_all(self, events: tuple[Any, ...]) -> list[EventResult]:
+        # The events of one chunk are routed and written concurrently, so the sink sends
+        # their writes in one round trip; each still succeeds or fails on its own. Between
+        # chunks the request yields, so other requests and probes are served meanwhile.
+        results: list[EventResult] = []
+        for start in range(0, len(events), CHUNK):
+            chunk = events[start : start + CHUNK]
+            outcomes = await asyncio.gather(
+                *(self.router.ingest(event) for event in chunk), return_exceptions=True
+            )
+            for outcome in outcomes:
+                if isinstance(outcome, EventSinkUnavailable | ConfigsUnavailable):
+                    raise outcome
+                if isinstance(outcome, BaseException):
+                    raise outcome
+                results.append(outcome)
+        return results
 
     def _authorized(self, tokens: tuple[str | None, ...]) -> bool:
         assert self.token is not None
@@ -216,98 +269,34 @@ class _Ingestor:
         chunks: list[bytes] = []
         size = 0
         try:
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    return self._reject("too_large", 413, f"body: over {limit} bytes")
-                chunks.append(chunk)
+            async with asyncio.timeout(self.body_timeout_s):
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > limit:
+                        return self._reject("too_large", 413, f"body: over {limit} bytes")
+                    chunks.append(chunk)
         except ClientDisconnect:
             return self._reject("incomplete_body", 400, "body: client disconnected mid-body")
+        except TimeoutError:
+            detail = f"body: not received within {self.body_timeout_s:g} s ({size} bytes read)"
+            return self._reject("body_timeout", 408, detail)
         return b"".join(chunks)
-
-    async def _ingest(self, event: InboundEvent) -> EventResult:
-        with structlog.contextvars.bound_contextvars(event_id=event.id):
-            try:
-                route = await self._route(event)
-            except self.retry_on as e:
-                raise ConfigsUnavailable(f"config lookup failed: {e}") from e
-            except Exception:
-                _log.exception("events.internal_error", stage="route", event_type=event.type)
-                return await self._park_after_bug(event)
-            try:
-                return await self._deliver(event, route)
-            except EventSinkUnavailable:
-                raise
-            except Exception:
-                _log.exception("events.internal_error", stage="deliver", event_type=event.type)
-                return await self._park_after_bug(event)
-
-    async def _park_after_bug(self, event: InboundEvent) -> EventResult:
-        try:
-            return await self._deliver(event, Route(reason="internal_error"))
-        except Exception as e:
-            raise EventSinkUnavailable(f"dead-lettering {event.id!r} failed: {e}") from e
-
-    async def _route(self, event: InboundEvent) -> Route:
-        if event.type != BLOB_CREATED:
-            return Route(reason="unsupported_event_type")
-        if event.container is None or event.path is None:
-            return Route(reason="no_blob_location")
-        if event.source_id is not None:
-            config = await self.resolver.get_config_by_source_id(event.source_id)
-            if config is None:
-                return Route(source_id=event.source_id, reason="unknown_source_id")
-            return Route(event.source_id, None if is_enabled(config) else "disabled")
-        configs = await self.resolver.configs_for_container(event.container)
-        return choose_config(
-            configs, container=event.container, path=event.path, key_field=self.key_field
-        )
-
-    async def _deliver(self, event: InboundEvent, route: Route) -> EventResult:
-        record: dict[str, Any] = {
-            "event_id": event.id,
-            "event_type": event.type,
-            "subject": event.subject,
-            "container": event.container or "",
-            "path": event.path or "",
-            "received_at": f"{self.clock():.6f}",
-            "event": event.raw,
-        }
-        if route.reason is None and route.source_id is not None:
-            await self.sink.accepted(route.source_id, record)
-            self.counters.outcomes["accepted"] += 1
-            _log.debug("events.accepted", source_id=route.source_id, path=event.path)
-            return EventResult(id=event.id, outcome="accepted", source_id=route.source_id)
-        reason: DeadLetterReason = route.reason or "internal_error"
-        if route.source_id is not None:
-            record["source_id"] = route.source_id
-        if route.candidates:
-            record["candidates"] = ",".join(route.candidates)
-        await self.sink.dead_letter(reason, record)
-        self.counters.outcomes["dead_lettered"] += 1
-        self.counters.dead_letters[reason] += 1
-        _log.info(
-            "events.dead_lettered",
-            reason=reason,
-            event_type=event.type,
-            container=event.container,
-            path=event.path,
-            source_id=route.source_id,
-            candidates=list(route.candidates) or None,
-        )
-        return EventResult(
-            id=event.id,
-            outcome="dead_lettered",
-            source_id=route.source_id,
-            reason=reason,
-            candidates=list(route.candidates) or None,
-        )
 
     def _reject(self, reason: str, status: int, detail: str) -> Response:
         self.counters.rejections[reason] += 1
         if status < 500:
             _log.warning("events.rejected", reason=reason, status=status, detail=detail)
         return _error(status, detail)
+
+
+def _log_outcomes(results: list[EventResult]) -> None:
+    """One line per request: how many accepted, and the dead letters counted by reason."""
+    parked = Counter(r.reason for r in results if r.reason is not None)
+    accepted = len(results) - sum(parked.values())
+    if parked:
+        _log.info("events.dead_lettered", accepted=accepted, dead_lettered=dict(parked))
+    else:
+        _log.debug("events.batch", accepted=accepted, dead_lettered={})
 
 
 def _json(model: BaseModel) -> Response:

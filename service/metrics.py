@@ -15,7 +15,9 @@ Exposed names (checked by a test against the rendered text, because the exporter
 * ``scc_messages_rejected_total{reason}`` (``MESSAGE_ERROR_REASONS``)
 * ``scc_replica_store_reads_total`` (MongoDB reads made by lookups)
 * ``scc_events_total{outcome}``, ``scc_events_rejected_total{reason}``,
-  ``scc_events_dead_lettered_total{reason}`` (the events router's counters)
+  ``scc_events_dead_lettered_total{reason}``, ``scc_events_duplicates_total``,
+  ``scc_events_trimmed_total{stream}``, ``scc_events_trimmed_unread_total{stream}``,
+  ``scc_events_stream_length{stream}`` (the events router's and sink's counters)
 
 Every label takes values from a fixed set, so the series count is bounded.
 """
@@ -112,4 +114,24 @@ def register_replica_metrics(
         "scc_events_dead_lettered",
         callbacks=[gauge_callback(events.dead_letters_by_reason)],
         description="Blob events parked in the dead-letter stream, by reason.",
+    )
+    counter(
+        "scc_events_duplicates",
+        callbacks=[gauge_callback(_single(lambda: events.duplicates))],
+        description="Blob events answered from the de-duplication window, not stored again.",
+    )
+    counter(
+        "scc_events_trimmed",
+        callbacks=[gauge_callback(events.trimmed_by_stream)],
+        description="Entries trimmed from the events streams (count, age or byte cap).",
+    )
+    counter(
+        "scc_events_trimmed_unread",
+        callbacks=[gauge_callback(events.trimmed_unread_by_stream)],
+        description="Trimmed entries the consumer group had not been delivered yet.",
+    )
+    gauge(
+        "scc_events_stream_length",
+        callbacks=[gauge_callback(events.length_by_stream)],
+        description="Entries in each events stream after this replica's last write.",
     )

@@ -27,7 +27,7 @@ import structlog
 
 from service.caching import ConfigCache
 from service.errors import RootTaskFailed
-from service.event_sinks import EventSink, IngestCounters, RedisEventSink
+from service.event_sinks import EventSink, IngestCounters, RedisEventSink, StreamLimits
 from service.feed import Feed
 from service.metrics import register_replica_metrics
 from service.redis_feed import RedisFeed
@@ -70,7 +70,7 @@ class Replica:
         if not self.cache.warmed:
             problems.append("cache not loaded yet")
         if not state.redis_ok:
-            problems.append(f"redis unreachable: {state.last_error}")
+            problems.append("redis unreachable")  # host and port stay in logs and scc inspect
         elif not state.subscribed:
             problems.append("not subscribed to the invalidation channel")
         if state.pending_resync is not None:
@@ -125,6 +125,20 @@ class Replica:
         )
 
 
+def stream_limits(settings: Settings) -> StreamLimits:
+    """How this replica caps the events streams and confirms its writes (``SCC_EVENTS_*``)."""
+    http = settings.http
+    return StreamLimits(
+        maxlen=http.events_stream_maxlen,
+        max_age_s=http.events_stream_max_age_s,
+        max_bytes=http.events_stream_max_bytes,
+        consumer_group=http.events_consumer_group,
+        dedup_window_s=http.events_dedup_window_s,
+        min_replicas=http.events_min_replicas,
+        replica_timeout_ms=http.events_replica_timeout_ms,
+    )
+
+
 @asynccontextmanager
 async def run_replica(
     settings: Settings,
@@ -176,7 +190,7 @@ async def run_replica(
             settings=settings,
             cache=cache,
             subscriber=subscriber,
-            sink=RedisEventSink(redis, keys),
+            sink=RedisEventSink(redis, keys, limits=stream_limits(settings), trims=events.trims),
             telemetry=telemetry,
             supervisor=supervisor,
         )

@@ -62,6 +62,21 @@ class Snapshot:
         known = self.versions.get(id_token(doc_id), self.floor)
         return known is None or ct >= known
 
+    def admits_at(self, key: str | None, doc_id: Any, ct: tuple[int, int] | None) -> bool:
+        """:meth:`admits`, and not older than the *other* document ``key`` holds now.
+
+        A key can name several documents over time (deleted, then created again with a
+        new ``_id``): the replay of an earlier incarnation must not replace a later one.
+        """
+        if not self.admits(doc_id, ct):
+            return False
+        held = None if key is None else self.by_key.get(key)
+        if held is None or "_id" not in held or doc_id is None:
+            return True
+        if id_token(held["_id"]) == id_token(doc_id):
+            return True
+        return self.admits(held["_id"], ct)
+
     def stamp(self, doc_id: Any, ct: tuple[int, int] | None) -> None:
         """Record that the change of cluster time ``ct`` to ``doc_id`` was applied."""
         if ct is None or doc_id is None:

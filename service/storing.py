@@ -42,10 +42,6 @@ log = structlog.get_logger("service.storing")
 CONTAINER_FIELD: Final = "ingestion.landing_container"
 
 
-#: A MongoDB cluster time as ``(seconds, increment)``, or None where the server gave none.
-ClusterTime = tuple[int, int] | None
-
-
 class ConfigStore(Protocol):
     """Read access to the ``source_configs`` collection (majority-committed data only)."""
 
@@ -59,16 +55,6 @@ class ConfigStore(Protocol):
 
     async def find_by_container(self, container: str) -> list[dict[str, Any]]:
         """Every document whose ``ingestion.landing_container`` equals ``container``."""
-        ...
-
-    async def find_by_key_at(self, key: str) -> tuple[dict[str, Any] | None, ClusterTime]:
-        """:meth:`find_by_key` and the cluster time of the snapshot it read (or None)."""
-        ...
-
-    async def find_by_container_at(
-        self, container: str
-    ) -> tuple[list[dict[str, Any]], ClusterTime]:
-        """:meth:`find_by_container` and a cluster time the read is at least as new as."""
         ...
 
     async def read_time(self) -> tuple[int, int] | None:
@@ -143,45 +129,27 @@ class MongoConfigStore:
 
     async def find_by_key(self, key: str) -> dict[str, Any] | None:
         """One document by key field (``find_one``)."""
-        doc, _ = await self.find_by_key_at(key)
-        return doc
-
-    async def find_by_key_at(self, key: str) -> tuple[dict[str, Any] | None, ClusterTime]:
-        """One document by key field, and the ``operationTime`` of that majority read.
-
-        A single-batch majority read is answered from one snapshot, whose time the server
-        reports as ``operationTime``: every change older than it is reflected in the answer.
-        """
         try:
-            async with self._client.start_session(causal_consistency=False) as session:
-                doc: dict[str, Any] | None = await self._collection.find_one(
-                    {self._key_field: key}, session=session
-                )
-                return doc, _as_pair(session.operation_time)
+            doc: dict[str, Any] | None = await self._collection.find_one({self._key_field: key})
         except (PyMongoError, BSONError) as e:
             raise StoreError(f"reading {self._key_field}={key!r} failed: {e}") from e
+        return doc
 
     async def find_by_container(self, container: str) -> list[dict[str, Any]]:
         """Every document landing in ``container``."""
-        docs, _ = await self.find_by_container_at(container)
-        return docs
-
-    async def find_by_container_at(
-        self, container: str
-    ) -> tuple[list[dict[str, Any]], ClusterTime]:
-        """Every document landing in ``container``, and a majority time read before them."""
         try:
-            before = await self.read_time()
-            return await self._read_all({CONTAINER_FIELD: container}), before
+            return await self._read_all({CONTAINER_FIELD: container})
         except (PyMongoError, BSONError) as e:
             raise StoreError(f"reading {CONTAINER_FIELD}={container!r} failed: {e}") from e
 
     async def read_time(self) -> tuple[int, int] | None:
-        """The ``operationTime`` of a majority read: every change before it is visible.
+        """The ``operationTime`` of a majority read: a *lower bound* for any read after it.
 
-        MongoDB answers a read with read concern ``majority`` from the majority-committed
-        snapshot and reports that snapshot's time as ``operationTime`` (replica sets,
-        3.6+); the session records it. A load started afterwards is at least that new.
+        On a replica set every reply carries ``operationTime`` (3.6+), and for a majority
+        read it is at most the majority commit point when the reply was sent; every change
+        at or before it is visible to any majority read that starts afterwards. It is not
+        the exact snapshot of the read that carried it (a write may commit meanwhile), so
+        callers take it *before* the read they bound, never from that read itself.
         """
         try:
             async with self._client.start_session(causal_consistency=False) as session:
@@ -197,7 +165,7 @@ class MongoConfigStore:
         return _as_pair(ts)
 
 
-def _as_pair(ts: Any) -> ClusterTime:
+def _as_pair(ts: Any) -> tuple[int, int] | None:
     return None if ts is None else (int(ts.time), int(ts.inc))
 
 

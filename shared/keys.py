@@ -91,6 +91,10 @@ class Keys:
         """Capped stream of blob events dead-lettered, each with its reason."""
         return f"{self.namespace}:events:dlq"
 
+    def event_seen(self, digest: str) -> str:
+        """String with a PX ttl: a blob event stored within the de-duplication window."""
+        return f"{self.namespace}:events:seen:{digest}"
+
     def instance_of(self, key: str) -> str:
         """The instance id at the end of a watcher or replica heartbeat key."""
         prefix_w = f"{self.namespace}:watcher:"

@@ -161,6 +161,87 @@ class HttpSettings(_Group):
     )
     """Port to listen on (0 picks a free one)."""
 
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        validation_alias=AliasChoices("SCC_HTTP_HEADER_TIMEOUT_S", "header_timeout_s"),
+    )
+    """A connection that has not sent a complete request head this long is closed."""
+
+    keepalive_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        validation_alias=AliasChoices("SCC_HTTP_KEEPALIVE_TIMEOUT_S", "keepalive_timeout_s"),
+    )
+    """An idle keep-alive connection is closed after this long."""
+
+    body_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        validation_alias=AliasChoices("SCC_HTTP_BODY_TIMEOUT_S", "body_timeout_s"),
+    )
+    """``POST /events/blob``: a body not received completely this long is refused (408)."""
+
+    allowed_blob_hosts: str = Field(
+        default="",
+        validation_alias=AliasChoices("SCC_ALLOWED_BLOB_HOSTS", "allowed_blob_hosts"),
+    )
+    """Comma-separated ``data.url`` hosts accepted (``*.suffix`` allowed); unset: any host."""
+
+    events_dedup_window_s: float = Field(
+        default=3600.0,
+        ge=0,
+        validation_alias=AliasChoices("SCC_EVENTS_DEDUP_WINDOW_S", "events_dedup_window_s"),
+    )
+    """How long a stored event's id (with its source) is remembered; a retry is not stored twice."""
+
+    events_stream_maxlen: int = Field(
+        default=100_000,
+        ge=1,
+        validation_alias=AliasChoices("SCC_EVENTS_STREAM_MAXLEN", "events_stream_maxlen"),
+    )
+    """Most entries each events stream (accepted, dead letters) keeps; the oldest go first."""
+
+    events_stream_max_age_s: float = Field(
+        default=7 * 86400.0,
+        ge=0,
+        validation_alias=AliasChoices("SCC_EVENTS_STREAM_MAX_AGE_S", "events_stream_max_age_s"),
+    )
+    """Entries older than this are trimmed from the events streams (0: no age cap)."""
+
+    events_stream_max_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=0,
+        validation_alias=AliasChoices("SCC_EVENTS_STREAM_MAX_BYTES", "events_stream_max_bytes"),
+    )
+    """About the most Redis memory each events stream may take (0: no byte cap)."""
+
+    events_consumer_group: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("SCC_EVENTS_CONSUMER_GROUP", "events_consumer_group"),
+    )
+    """Consumer group reading the events streams; trimmed entries it had not read are counted."""
+
+    events_min_replicas: int = Field(
+        default=0,
+        ge=0,
+        validation_alias=AliasChoices("SCC_EVENTS_MIN_REPLICAS", "events_min_replicas"),
+    )
+    """Redis replicas that must confirm (``WAIT``) stored events before a 2xx; else 503."""
+
+    events_replica_timeout_ms: int = Field(
+        default=1000,
+        ge=1,
+        validation_alias=AliasChoices("SCC_EVENTS_REPLICA_TIMEOUT_MS", "events_replica_timeout_ms"),
+    )
+    """How long ``WAIT`` waits for ``SCC_EVENTS_MIN_REPLICAS`` confirmations."""
+
+    @property
+    def blob_hosts(self) -> frozenset[str]:
+        """``SCC_ALLOWED_BLOB_HOSTS`` as a set of lower-case hosts (empty: any host)."""
+        hosts = (h.strip().lower().rstrip(".") for h in self.allowed_blob_hosts.split(","))
+        return frozenset(h for h in hosts if h)
+
 
 class SecuritySettings(_Group):
     """Optional shared secrets."""

@@ -146,7 +146,10 @@ class Watcher:
         """The change stream is open and answered (event or empty batch) within the limit."""
         lag = self.stats.lag(self.clock.wall())
         limit = self.settings.watcher.ready_max_lag_ms / 1000
-        return self.stats.stream_open and lag is not None and lag <= limit
+        # Until this stream has answered once, how far it trails is unknown: no heartbeat
+        # (a heartbeat tells replicas how current their cache is).
+        known = self.stats.caught_up_at is not None
+        return self.stats.stream_open and known and lag is not None and lag <= limit
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         """Leader: stream open and lag under the threshold. Standby: lease loop running."""

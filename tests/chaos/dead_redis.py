@@ -26,7 +26,8 @@ _HANDSHAKE: Final = frozenset({"CLIENT", "AUTH", "SELECT"})
 
 class _Server(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
-    daemon_threads = True
+    daemon_threads = False
+    block_on_close = True  # server_close() joins the handler threads (0.5 s recv timeout)
     owner: DeadRedis
 
 
@@ -36,10 +37,14 @@ class _Handler(socketserver.BaseRequestHandler):
         owner = self.server.owner
         reader = hiredis.Reader()
         name = "unnamed"
-        self.request.settimeout(5)
+        self.request.settimeout(0.5)
         while True:
             try:
                 data = self.request.recv(65536)
+            except TimeoutError:
+                if owner.stopping.is_set():
+                    return
+                continue
             except OSError:
                 return
             if not data:
@@ -91,6 +96,7 @@ class DeadRedis:
         self._server.owner = self
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self.stopping = threading.Event()
         self.commands: Counter[tuple[str, str]] = Counter()
 
     def start(self) -> DeadRedis:
@@ -105,7 +111,8 @@ class DeadRedis:
         return self
 
     def stop(self) -> None:
-        """Stop accepting and free the port (open connections are hung up by their handler)."""
+        """Stop accepting, hang up on every open connection, free the port."""
+        self.stopping.set()
         self._server.shutdown()
         self._server.server_close()
         if self._thread is not None:

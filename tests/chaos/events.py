@@ -101,7 +101,7 @@ class Ledger:
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """How one event ended: ``accepted``, ``dead_lettered`` or ``failed``."""
+    """How one event ended: ``accepted``, ``misrouted``, ``dead_lettered`` or ``failed``."""
 
     outcome: str
     attempts: int
@@ -210,6 +210,8 @@ class EventClient:
             result = results[0]
             if result.get("outcome") == "accepted" and result.get("source_id") == source_id:
                 return Delivery("accepted", attempts, replica, retried)
+            if result.get("outcome") == "accepted":  # routed to another config than the one sent
+                return Delivery("misrouted", attempts, f"{replica}: {result}", retried)
             return Delivery("dead_lettered", attempts, f"{replica}: {result}", retried)
         return Delivery(
             "failed", attempts, f"no answer but 503/transport errors; last {last}", retried

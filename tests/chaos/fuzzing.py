@@ -15,7 +15,8 @@ the replicas and then account for every piece of it.
   ``minLength``, ``items``), with realistic values mixed in for the fields that steer
   routing (subjects of real containers, known ``source_id``s, the blob event type),
   then mutated (required fields dropped, values swapped for random JSON), plus raw
-  garbage, wrong content types and wrong or missing ingest tokens.
+  garbage, wrong content types, wrong or missing ingest tokens, and hostile batches
+  (events nested up to 600 deep, integers at and beyond the 64-bit range).
 """
 
 from __future__ import annotations
@@ -326,8 +327,29 @@ def request_strategy(
     )
     bodies.append(st.tuples(media_any.map(str), st.just("garbage"), st.binary(max_size=200)))
     bodies.append(st.tuples(media_any.map(str), st.just("json"), JSON_VALUES.map(orjson.dumps)))
+    bodies.append(st.tuples(st.just("application/json"), st.just("hostile"), _hostile_bodies()))
     token = st.sampled_from(["good", "good", "good", "good", "query", "aeg", "missing", "wrong"])
-    return st.builds(_request, st.one_of(bodies), token, st.booleans())
+    declare = st.sampled_from([True, True, True, True, False])  # a missing type is a 415
+    return st.builds(_request, st.one_of(bodies), token, declare)
+
+
+def _hostile_bodies() -> st.SearchStrategy[bytes]:
+    """Event Grid batches carrying what the JSON parser accepts but a store may not.
+
+    Nesting from 20 to 600 levels around ``data`` (past orjson's 254 and the replica's
+    limit of 32), and integers just inside and outside the 64-bit range.
+    """
+    base = (
+        b'{"id":"h-%d","subject":"/blobServices/default/containers/shared-0/blobs/x",'
+        b'"eventType":"Microsoft.Storage.BlobCreated","eventTime":"2026-12-02T00:00:00Z",'
+        b'"data":%s}'
+    )
+    deep = st.integers(20, 600).map(lambda n: b"[" * n + b"]" * n)
+    wide = st.sampled_from([2**63 - 1, 2**64 - 1, 2**64, -(2**63) - 1, 10**40]).map(
+        lambda n: b'{"size":%d}' % n
+    )
+    event = st.builds(lambda i, data: base % (i, data), st.integers(0, 10**6), deep | wide)
+    return st.lists(event, min_size=1, max_size=3).map(lambda items: b"[" + b",".join(items) + b"]")
 
 
 def _request(body: tuple[str, str, bytes], token: str, declare_type: bool) -> FuzzRequest:

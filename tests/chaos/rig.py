@@ -1,21 +1,12 @@
-"""The rig: one chaos fleet with its writer, observers and event sender, and the final verdict.
+"""The rig: one chaos fleet with its writer, reader, observers and event sender.
 
 Why it exists: every scenario needs the same things around its fault -- two watchers and
 three replicas as real processes on a real redis-server and the MongoDB wire double,
-pinned configs, a writer, a channel observer, a background event sender -- and ends with
-the same checks. A scenario module only injects its fault and states its own invariants
-through :meth:`Rig.check`; :meth:`Rig.settle` then stops the writes, waits for the fleet
-to converge (a generous deadline, never a speed assertion) and compares every replica
-with the collection.
-
-While it runs, a :class:`~tests.chaos.reading.Reader` asks every replica for the keys
-being changed; at the end its record is judged for monotonic reads and bounded staleness
-(:mod:`tests.chaos.consistency`, bound ``SCC_MAX_STALENESS_S`` + 1 s), and every
-replica's full reloads are counted from ``/metrics``.
-
-Settling: a marker document is written last; once a watcher published it (seen on the
-channel with its seq S), every change before it was published too, so a replica whose
-``last_seq`` reached S with its stream active must hold exactly the collection.
+pinned configs, a writer, a reader asking every replica for the keys being changed
+(:mod:`tests.chaos.reading`), a channel observer, a background event sender -- and ends
+with the same checks. A scenario module only injects its fault and states its own
+invariants through :meth:`Rig.check`; :meth:`Rig.settle` then stops the writes, waits
+for the fleet to converge and judges the run (:mod:`tests.chaos.settling`).
 
 Every thread the rig starts is named, owned and joined in :meth:`Rig.close`, and every
 process is stopped by the fleet; the workdir with all logs is removed only when the run
@@ -27,7 +18,6 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
@@ -40,29 +30,22 @@ from pymongo.collection import Collection
 
 from shared.clients import MONGO_DOCUMENT_OPTIONS
 from shared.keys import Keys
-from tests.chaos.consistency import monotonic_violations, stale_reads
-from tests.chaos.digesting import ReplicaDigest, compare_replica, read_collection
+from tests.chaos import settling
 from tests.chaos.errors import HarnessTimeout, SetupFailed
 from tests.chaos.events import EventClient, EventSender
 from tests.chaos.observing import (
     ChannelObserver,
     HealthPoller,
-    Seen,
-    max_publish_lag,
-    ordering_violations,
 )
-from tests.chaos.probing import Metrics, cache_health, delta, scrape
+from tests.chaos.probing import Metrics, delta, scrape
 from tests.chaos.profile import FLEET_ENV, HMAC_KEY, NAMESPACE, Profile
 from tests.chaos.reading import Reader
 from tests.chaos.reporting import RunResult
-from tests.chaos.writer import KEY_FIELD, MARKER_KEY, Writer, pinned_config, with_key
+from tests.chaos.writer import KEY_FIELD, Writer, pinned_config, with_key
 from tests.support.fleet import Child, Fleet
 
 WATCHERS: Final = ("w-1", "w-2")
 REPLICAS: Final = ("r-1", "r-2", "r-3")
-_LOG_TAIL: Final = 2500
-#: Examples of each consistency finding listed with a failed result.
-_SHOWN: Final = 10
 
 
 class Rig:
@@ -96,7 +79,7 @@ class Rig:
         #: Keys the reader asks every replica for in every round (a scenario's probes).
         self.focus_keys: list[str] = []
         self._started_at = time.monotonic()
-        self._started_wall = time.time()
+        self.started_wall = time.time()
         self._mongo: MongoClient[dict[str, Any]] | None = None
         self._redis: redis.Redis | None = None
         self._http = httpx.Client(timeout=10.0)
@@ -319,133 +302,6 @@ class Rig:
         """Replica ``name``'s metrics as scraped when the scenario started."""
         return self._baseline[name]
 
-    # ----------------------------------------------------------------- verdict
-    def settle(self) -> None:
-        """Stop writes, wait for convergence, compare every replica, run the shared checks."""
-        assert self.writer is not None and self.observer is not None and self.sender is not None
-        stopped = time.monotonic()
-        self.writer.stop()
-        self.sender.stop()
-        marker = self._publish_marker()
-        converged = marker is not None and self._wait_caught_up(marker)
-        if self.reader is not None:
-            self.reader.stop()  # its lookups of deleted keys would read MongoDB
-        expected, problems = read_collection(self.collection, self.key_field)
-        for problem in problems:
-            self.check(False, f"collection: {problem}")
-        absent = self.writer.ever_written | self.absent_keys
-        digests = [
-            compare_replica(self._http, name, url, expected, absent)
-            for name, url in self.replica_urls().items()
-        ]
-        if converged and all(d.equal for d in digests):
-            self.result.converge_s = round(time.monotonic() - stopped, 2)
-        self._verdict(digests)
-        self._shared_checks()
-
-    def _publish_marker(self) -> Seen | None:
-        assert self.writer is not None and self.observer is not None
-        deadline = time.monotonic() + self.profile.converge_timeout_s
-        while time.monotonic() < deadline:
-            if not any(child.alive for child in self.fleet.watchers.values()):
-                self.check(False, "every watcher has exited: nothing can publish the marker")
-                return None
-            since = self.observer.count()
-            rev = self.writer.next_rev()
-            self.collection.replace_one(
-                {self.key_field: MARKER_KEY},
-                with_key({"rev": rev}, self.key_field, MARKER_KEY),
-                upsert=True,
-            )
-            self.writer.record_write(MARKER_KEY, rev)
-            seen = self.observer.wait_for(
-                _marker(rev),
-                timeout=min(5.0, max(0.1, deadline - time.monotonic())),
-                since=since,
-            )
-            if seen is not None:
-                return seen
-        self.check(False, "no watcher published the settle marker before the deadline")
-        return None
-
-    def _wait_caught_up(self, marker: Seen) -> bool:
-        assert marker.seq is not None
-        deadline = time.monotonic() + self.profile.converge_timeout_s
-        behind: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            behind = {}
-            for name, url in self.replica_urls().items():
-                health = cache_health(self._http, url)
-                if (
-                    health is None
-                    or not health.get("change_stream_active")
-                    or (health.get("last_seq") or 0) < marker.seq
-                ):
-                    behind[name] = health
-            if not behind:
-                return True
-            time.sleep(0.1)
-        for name, health in behind.items():
-            self.check(False, f"{name} never caught up with marker seq {marker.seq}: {health}")
-        return False
-
-    def _verdict(self, digests: list[ReplicaDigest]) -> None:
-        for d in digests:
-            if not d.equal:
-                self.result.divergences += 1
-                self.result.violations.append(d.describe())
-        self.note("collection_size", digests[0].expected_size if digests else 0)
-
-    def _shared_checks(self) -> None:
-        assert self.writer is not None and self.observer is not None and self.sender is not None
-        messages = self.observer.snapshot()
-        for violation in ordering_violations(messages, breaks=self.seq_breaks):
-            self.check(False, f"channel: {violation}")
-        for violation in self.sender.violations:
-            self.check(False, violation)
-        self.check(
-            self.sender.accepted > 0, "no blob event for a pinned config was accepted at all"
-        )
-        self.note("events_accepted", self.sender.accepted)
-        if self.sender.retried_503:
-            self.note("events_retried_after_503", self.sender.retried_503)
-        self.result.max_lag_s = _round(max_publish_lag(messages, self.writer.written_at))
-        reasons: Counter[str] = Counter()
-        for name in self.fleet.replicas:
-            reasons.update(self.resyncs(name))
-        self.result.resyncs = sum(reasons.values())
-        self.note("resync_reasons", dict(sorted(reasons.items())))
-        broadcasts = Counter(m.reason for m in messages if m.kind == "resync" and not m.injected)
-        if broadcasts:
-            self.note("broadcast_resyncs", dict(sorted(broadcasts.items(), key=str)))
-        self._consistency_checks()
-        self.note("writes", sum(self.writer.ops.values()))
-        if self.writer.errors:
-            self.note("write_errors", dict(self.writer.errors))
-        for child in [*self.fleet.watchers.values(), *self.fleet.replicas.values()]:
-            self.check(child.alive, f"{child.name} is not running at the end:\n{_tail(child)}")
-            text = child.log_text()
-            if "Traceback" in text:
-                at = text.index("Traceback")
-                self.check(False, f"{child.name} logged a traceback:\n{text[at : at + _LOG_TAIL]}")
-
-    def _consistency_checks(self) -> None:
-        """Monotonic reads, bounded staleness and full reloads (module docstring)."""
-        assert self.writer is not None
-        reads = self.reader.snapshot() if self.reader is not None else []
-        t0 = self._started_wall
-        backwards = monotonic_violations(reads, t0=t0)
-        stale = stale_reads(reads, self.writer.writes(), bound_s=self.staleness_bound_s, t0=t0)
-        self.result.reads = len(reads)
-        self.result.monotonic = len(backwards)
-        self.result.stale_reads = len(stale)
-        self.result.violations.extend(f"monotonic reads: {v}" for v in backwards[:_SHOWN])
-        self.result.violations.extend(f"stale read: {v}" for v in stale[:_SHOWN])
-        unanswered = Counter(r.status for r in reads if r.status not in (200, 404))
-        if unanswered:
-            self.note("reads_not_judged", dict(sorted(unanswered.items())))
-        self.result.full_reloads = sum(self.full_reloads(name) for name in self.fleet.replicas)
-
     def full_reloads(self, name: str) -> int:
         """Whole-collection reloads replica ``name`` swapped in since the scenario started."""
         now = scrape(self._http, self.replica_urls()[name])
@@ -454,14 +310,7 @@ class Rig:
         )
         return int(by_reason.get("reload", 0))
 
-
-def _marker(rev: int) -> Callable[[Seen], bool]:
-    return lambda m: m.key == MARKER_KEY and m.rev == rev and not m.injected
-
-
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 3)
-
-
-def _tail(child: Child) -> str:
-    return child.log_text()[-_LOG_TAIL:]
+    # ----------------------------------------------------------------- verdict
+    def settle(self) -> None:
+        """Stop writes, wait for convergence, compare and judge (:mod:`tests.chaos.settling`)."""
+        settling.settle(self)

@@ -7,15 +7,8 @@ to back, then a pause) so a fault lands mid-burst.
 
 What it keeps, for the invariants checked later:
 
-* ``ever_written`` -- every key it ever wrote, so the digest also asks replicas about
-  keys that no longer exist (they must answer 404);
-* ``written_at`` -- ``rev → wall time`` the write was acknowledged; every written
-  document carries its ``rev``, so the channel observer can measure write → publish lag;
-* ``history`` -- every write as a :class:`Write` (key, rev, upsert or delete, when it
-  started and when it was acknowledged; a write that failed is kept as *uncertain*: it
-  may or may not have been applied). Every write, deletes included, takes a fresh
-  ``rev`` from one counter, so revs order the writes to a key; the consistency checks of
-  :mod:`tests.chaos.consistency` judge what replicas answered against this ledger.
+its :class:`~tests.chaos.ledger.Ledger` of every write (which keys, which ``rev``, when
+acknowledged, which failed and so may or may not have been applied).
 
 It never decides what the collection holds: a write that failed (a hung-up connection,
 an injected error) may or may not have been applied, and the digest reads the truth
@@ -37,7 +30,6 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -60,6 +52,7 @@ from tests.chaos.configs import (
     random_config,
     with_key,
 )
+from tests.chaos.ledger import Ledger, Write
 
 __all__ = [
     "BIG_PADDING",
@@ -81,23 +74,7 @@ __all__ = [
 log = structlog.get_logger("tests.chaos.writer")
 
 
-@dataclass(frozen=True, slots=True)
-class Write:
-    """One write to one key: ``kind`` is ``upsert`` or ``delete``; wall-clock seconds.
-
-    ``certain`` is False when the write raised (a hung-up connection, an injected error):
-    MongoDB may or may not have applied it.
-    """
-
-    key: str
-    rev: int
-    kind: str
-    started: float
-    acked: float
-    certain: bool = True
-
-
-class Writer:
+class Writer(Ledger):
     """Random writes in bursts on a named thread; :meth:`start`, :meth:`stop`, :meth:`hold`."""
 
     def __init__(
@@ -113,6 +90,7 @@ class Writer:
         deletes: bool = True,
         key_field: str = KEY_FIELD,
     ) -> None:
+        super().__init__()
         self._client: MongoClient[dict[str, Any]] = MongoClient(
             uri, serverSelectionTimeoutMS=5000, **MONGO_DOCUMENT_OPTIONS
         )
@@ -129,16 +107,9 @@ class Writer:
         self._thread: threading.Thread | None = None
         self._present: set[str] = set()
         self._fresh = 0
-        self._rev = 0
-        self._rev_lock = threading.Lock()
         self._held_since: float | None = None
         self._attempt: tuple[str, ...] = ()
         self._attempt_rev = 0
-        self.ever_written: set[str] = set()
-        self.written_at: dict[int, float] = {}
-        self.history: list[Write] = []
-        self._key_order: list[str] = []
-        self._key_seen: set[str] = set()
         self.ops: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
 
@@ -189,59 +160,6 @@ class Writer:
         """True while the thread runs."""
         return self._thread is not None and self._thread.is_alive()
 
-    def next_rev(self) -> int:
-        """A fresh revision number (also used by scenarios writing on their own)."""
-        with self._rev_lock:
-            self._rev += 1
-            return self._rev
-
-    # ------------------------------------------------------------------ ledger
-    def record_write(
-        self, key: str, rev: int, *, started: float | None = None, certain: bool = True
-    ) -> None:
-        """Note that ``key`` was written with ``rev`` just now (scenarios writing directly)."""
-        now = time.time()
-        with self._rev_lock:
-            self._note_key(key)
-            if certain:
-                self.written_at[rev] = now
-            self.history.append(Write(key, rev, "upsert", started or now, now, certain))
-
-    def record_delete(
-        self, key: str, *, started: float | None = None, certain: bool = True
-    ) -> None:
-        """Note that ``key`` was deleted just now; the delete takes a fresh rev."""
-        rev, now = self.next_rev(), time.time()
-        with self._rev_lock:
-            self._note_key(key)
-            self.history.append(Write(key, rev, "delete", started or now, now, certain))
-
-    def _note_key(self, key: str) -> None:
-        if key not in self._key_seen:
-            self._key_seen.add(key)
-            self._key_order.append(key)
-        self.ever_written.add(key)
-
-    def known_keys(self) -> list[str]:
-        """Every key in the history, in the order first written."""
-        with self._rev_lock:
-            return list(self._key_order)
-
-    def writes(self) -> list[Write]:
-        """A copy of the history so far."""
-        with self._rev_lock:
-            return list(self.history)
-
-    def recent_keys(self, n: int) -> list[str]:
-        """The keys of the last ``n`` writes, newest first, without repeats."""
-        with self._rev_lock:
-            tail = self.history[-4 * n :]
-        out: list[str] = []
-        for w in reversed(tail):
-            if w.key not in out:
-                out.append(w.key)
-        return out[:n]
-
     # --------------------------------------------------------------------- loop
     def _run(self) -> None:
         done = 0
@@ -269,6 +187,7 @@ class Writer:
         else:
             op = "rekey"
         started = time.time()
+        self._begin(0)
         try:
             getattr(self, f"_{op}")(started)
             self.ops[op] += 1

@@ -42,6 +42,9 @@ KNOWN_METRICS = frozenset(
         "scc_watcher_resyncs_total",
         "scc_watcher_events_total",
         "scc_watcher_publish_seconds_bucket",
+        "scc_events_trimmed_total",
+        "scc_events_trimmed_unread_total",
+        "scc_events_stream_length",
     }
 )
 

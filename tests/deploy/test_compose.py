@@ -202,3 +202,15 @@ def test_the_sentinel_profile_reaches_redis_only_through_sentinel(
         env = _environment(services[name])
         assert env["SCC_REDIS_URL"].startswith("redis+sentinel://sentinel-1:26379,"), name
         assert_settings_load(env, monkeypatch)
+
+
+def test_redis_keeps_an_fsynced_append_only_file_on_a_volume(compose: dict[str, Any]) -> None:
+    """Redis runs with appendonly yes and appendfsync everysec, its /data on a named volume."""
+    redis = compose["services"]["redis"]
+    command = redis["command"]
+    assert command[command.index("--appendonly") + 1] == "yes"
+    assert command[command.index("--appendfsync") + 1] == "everysec"
+    (volume,) = redis["volumes"]
+    name = (volume["source"], volume["target"]) if isinstance(volume, dict) else volume
+    assert name in {("redis-data", "/data"), "redis-data:/data"}
+    assert "redis-data" in compose["volumes"]

@@ -261,7 +261,10 @@ def test_every_selector_picks_exactly_its_own_pods(docs: Manifests) -> None:
         for c in ("watcher", "service")
     }
     for d in docs:
-        if d["kind"] == "Deployment":
+        if d["kind"] == "StatefulSet":
+            pods["redis"] = d["spec"]["template"]["metadata"]["labels"]
+    for d in docs:
+        if d["kind"] in {"Deployment", "StatefulSet"}:
             selector = d["spec"]["selector"]["matchLabels"]
         elif d["kind"] == "PodDisruptionBudget":
             selector = d["spec"]["selector"]["matchLabels"]
@@ -281,8 +284,10 @@ def test_services_expose_the_named_http_port(docs: Manifests) -> None:
         for d in docs
         if d["kind"] == "Service"
     }
-    assert set(services) == {"watcher", "service"}
-    for service in services.values():
+    assert set(services) - {"redis"} == {"watcher", "service"}
+    for component, service in services.items():
+        if component == "redis":
+            continue
         assert [p["targetPort"] for p in service["spec"]["ports"]] == ["http"]
         assert service["spec"]["ports"][0]["name"] == "http"
     assert services["watcher"]["spec"]["clusterIP"] == "None"
@@ -447,3 +452,30 @@ def test_notes_render_for_both_values_sets() -> None:
             notes = chart.render(values=values, name=RELEASE, namespace=NAMESPACE)
             text = notes["source-config-cache/templates/NOTES.txt"]
             assert "scc inspect" in text and "{{" not in text
+
+
+def test_bundled_redis_keeps_an_fsynced_append_only_file_on_a_volume() -> None:
+    """redis.enabled runs Redis with appendonly yes, appendfsync everysec, /data on a PVC."""
+    docs = render("nondefault")
+    redis = one(docs, "StatefulSet")
+    (container,) = redis["spec"]["template"]["spec"]["containers"]
+    args = container["args"]
+    assert args[args.index("--appendonly") + 1] == "yes"
+    assert args[args.index("--appendfsync") + 1] == "everysec"
+    assert {"mountPath": "/data", "name": "data"} in container["volumeMounts"]
+    (claim,) = redis["spec"]["volumeClaimTemplates"]
+    assert claim["metadata"]["name"] == "data"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert not [d for d in render() if d["kind"] == "StatefulSet"]  # off by default
+
+
+def test_events_stream_alerts_watch_trimming_and_the_cap() -> None:
+    """Alerts fire on unread entries trimmed, a stream near its cap and trimmed dead letters."""
+    (group,) = one(render("nondefault"), "PrometheusRule")["spec"]["groups"]
+    alerts = {a["alert"]: a for a in group["rules"]}
+    unread = alerts["SourceConfigCacheEventsTrimmedUnread"]
+    assert "scc_events_trimmed_unread_total" in unread["expr"]
+    assert unread["labels"]["severity"] == "critical"
+    near = alerts["SourceConfigCacheEventsStreamNearCap"]["expr"]
+    assert near.endswith("> 0.8 * 100000")
+    assert 'stream="dlq"' in alerts["SourceConfigCacheDeadLettersTrimmed"]["expr"]

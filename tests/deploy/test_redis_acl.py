@@ -22,6 +22,7 @@ import redis
 import redis.asyncio as aioredis
 from pydantic import SecretStr
 
+from service.event_sinks import RedisEventSink, StreamLimits
 from shared import scripts
 from shared.clients import make_redis
 from shared.keys import Keys
@@ -158,6 +159,27 @@ async def test_the_user_runs_every_fenced_script(confined: aioredis.Redis) -> No
         assert await confined.mget([keys.leader, keys.epoch]) == [None, b"1"]
     finally:
         await pubsub.aclose()
+
+
+async def test_the_user_runs_the_events_store_script_with_every_cap(
+    confined: aioredis.Redis, admin: redis.Redis
+) -> None:
+    """De-duplication, count/age/byte trimming with a consumer group, and WAIT all work."""
+    keys = Keys("scc")
+    await confined.xadd(keys.events_accepted, {"event_id": "seed"})
+    admin.xgroup_create(keys.events_accepted, "ingest", id="0")  # the consumer's own user
+    limits = StreamLimits(
+        maxlen=1000, max_age_s=3600, max_bytes=1, consumer_group="ingest", dedup_window_s=60
+    )
+    sink = RedisEventSink(confined, keys, limits=limits)
+    for i in range(70):
+        assert (
+            await sink.accepted("s", {"event_id": str(i), "event": b"{}"}, dedup_key=str(i)) is None
+        )
+    assert await sink.accepted("s", {"event_id": "0", "event": b"{}"}, dedup_key="0") == b""
+    assert await confined.xlen(keys.events_accepted) < 64  # the byte cap trimmed at 64
+    assert sink.trims.removed_unread["accepted"] == sink.trims.removed["accepted"] >= 63
+    assert await confined.execute_command("WAIT", 0, 10) == 0
 
 
 async def test_the_user_writes_and_reads_heartbeats_and_event_streams(

@@ -4,8 +4,6 @@ Each scenario test starts its own fleet of real processes (tests.chaos.rig), inj
 fault, settles, and asserts on the same RunResult ``python -m tests.chaos`` prints: zero
 divergences, zero monotonic-read violations, zero stale reads and no broken invariant
 (its own and the shared ones). Waits have generous deadlines; nothing asserts on speed.
-A scenario that fails today because of a known, open defect is a strict ``xfail`` naming
-the defect: it turns red the moment the fix makes it pass, to be flipped to a plain test.
 Below them: the digest's self-test against a real replica (the pure checks test
 themselves in test_chaos_checks.py), and regression tests for the bugs the suite found
 (decoder crashes on hostile payloads, a replayed key change leaving the old key behind).
@@ -33,28 +31,6 @@ from tests.support.fleet import running_fleet
 SEED = 1
 e2e = pytest.mark.e2e
 
-# Open defects of issue 11 that today's short runs hit (the lead flips these when fixed).
-DEFECT_1 = (
-    "issue 11 defect 1: {ns}:seq set back, or an epoch issued twice, and replicas drop the "
-    "next messages as duplicates and serve the old versions (no term id yet)"
-)
-DEFECT_3 = (
-    "issue 11 defect 3: a year-10000 date makes try_next() raise InvalidBSON; the watcher's "
-    "root task dies, then the standby's on the same token"
-)
-DEFECT_6 = (
-    "issue 11 defect 6: the replay after a failover republishes historical post-images, so "
-    "a replica answers an older version after a newer one (no cluster-time ordering yet)"
-)
-DEFECT_7 = (
-    "issue 11 defect 7: with SCC_KEY_FIELD=meta.sid matching reads config.get('meta.sid'), "
-    "so events are accepted under source id 'None'"
-)
-DEFECT_9 = (
-    "issue 11 defect 9: a killed leader is silent past 3 heartbeats and every replica "
-    "reloads (reason 'silent') although the successor continues the sequence"
-)
-
 
 def run(name: str, tmp_path: Path) -> RunResult:
     """Run scenario ``name`` (short profile, seed 1) and fail with its full report if needed."""
@@ -67,7 +43,6 @@ def run(name: str, tmp_path: Path) -> RunResult:
 # ------------------------------------------------------------------------ scenarios
 @e2e
 @pytest.mark.timeout(150)
-@pytest.mark.xfail(strict=True, reason=DEFECT_9 + "; and " + DEFECT_6)
 def test_leader_sigkill_mid_burst_repeated(tmp_path: Path) -> None:
     """Three leader SIGKILLs mid-burst: a successor publishes each time, no replica reloads."""
     result = run("leader-kill", tmp_path)
@@ -76,7 +51,6 @@ def test_leader_sigkill_mid_burst_repeated(tmp_path: Path) -> None:
 
 @e2e
 @pytest.mark.timeout(150)
-@pytest.mark.xfail(strict=True, reason=DEFECT_9 + "; and " + DEFECT_6)
 def test_paused_leader_wakes_fenced_and_silent(tmp_path: Path) -> None:
     """A leader SIGSTOPped past its lease publishes nothing and saves no token after SIGCONT."""
     result = run("leader-pause", tmp_path)
@@ -135,7 +109,6 @@ def test_first_event_for_a_new_config_is_never_dead_lettered(tmp_path: Path) -> 
 
 @e2e
 @pytest.mark.timeout(150)
-@pytest.mark.xfail(strict=True, reason=DEFECT_1)
 def test_redis_losing_its_last_writes_is_noticed(tmp_path: Path) -> None:
     """Seq set back in one epoch, then an epoch re-issued: replicas reload, nothing stale."""
     result = run("redis-tail-loss", tmp_path)
@@ -144,7 +117,6 @@ def test_redis_losing_its_last_writes_is_noticed(tmp_path: Path) -> None:
 
 @e2e
 @pytest.mark.timeout(150)
-@pytest.mark.xfail(strict=True, reason=DEFECT_3)
 def test_poison_documents_are_carried_or_named_never_fatal(tmp_path: Path) -> None:
     """Year-10000 dates, odd _id types, deep and 15 MiB documents: no crash, caches exact."""
     result = run("poison-documents", tmp_path)
@@ -153,7 +125,6 @@ def test_poison_documents_are_carried_or_named_never_fatal(tmp_path: Path) -> No
 
 @e2e
 @pytest.mark.timeout(150)
-@pytest.mark.xfail(strict=True, reason=DEFECT_7)
 def test_dotted_key_field_routes_and_caches_by_the_nested_key(tmp_path: Path) -> None:
     """The fleet on SCC_KEY_FIELD=meta.sid: events routed to the right config, caches exact."""
     result = run("dotted-key", tmp_path)

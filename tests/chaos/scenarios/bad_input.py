@@ -7,7 +7,14 @@
    forged keys in its cache.
 2. A schema-driven fuzz of ``POST /events/blob`` (hypothesis, from ``/openapi.json``): no
    answer is a 5xx.
-3. Redis is killed for a moment while valid events arrive: those get 503 (the only 5xx
+3. Hostile edges (:mod:`tests.chaos.hostile`): a batch with an event nested 300 deep
+   (400 naming it, retried, none of its good events stored); on an extra replica with
+   ``SCC_ALLOWED_BLOB_HOSTS`` and a 1 s header timeout, four concurrent 5,000-event
+   batches (all stored, RSS under the chart's 512 MiB, ``/health/live`` within 1 s) and
+   one of 5,001 (413), slow and idle clients (descriptors back to baseline, probes
+   answered), and events naming a real config from a foreign container or host (never
+   accepted: ``route_mismatch`` / ``foreign_url``).
+4. Redis is killed for a moment while valid events arrive: those get 503 (the only 5xx
    allowed), then Redis comes back empty.
 
 Then every request the harness made is reconciled with each replica's ``/metrics``:
@@ -24,6 +31,7 @@ from typing import Final
 
 import orjson
 
+from tests.chaos import hostile
 from tests.chaos.events import event_grid
 from tests.chaos.fuzzing import (
     FORGED_KEYS,
@@ -39,7 +47,7 @@ from tests.chaos.rig import Rig
 from tests.chaos.writer import SHARED_CONTAINERS, pinned_container, pinned_key
 
 NAME = "bad-input"
-TITLE = "7. bad input at volume (channel payloads, /events/blob fuzz)"
+TITLE = "7. bad input at volume (channel payloads, /events/blob fuzz, hostile edges)"
 BATCH: Final = 25
 REJECTED: Final = "scc_messages_rejected_total"
 
@@ -51,6 +59,11 @@ def run(rig: Rig) -> None:
     _flood_channel(rig, rng)
     time.sleep(rig.profile.burst_s)
     _fuzz_endpoint(rig)
+    hostile.deep_nesting(rig)
+    with hostile.edge_replica(rig) as edge:
+        hostile.max_batches(rig, edge)
+        hostile.slow_clients(rig, edge)
+        hostile.foreign_routes(rig)
     _redis_down_window(rig)
     assert rig.sender is not None
     rig.sender.stop()

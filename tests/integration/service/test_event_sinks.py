@@ -28,6 +28,9 @@ class CountingRedis:
         self.pipelines += 1
         return self.client.pipeline(**kwargs)
 
+    async def script_load(self, script: str) -> Any:
+        return await self.client.script_load(script)
+
 
 @pytest.fixture
 async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:

@@ -89,9 +89,15 @@ async def test_every_watcher_writes_its_status_hash_with_a_ttl(redis_url: str) -
     try:
         async with (
             run_watcher(settings_for(redis_url, "mongodb://unused", "a"), source=source) as a,
-            run_watcher(settings_for(redis_url, "mongodb://unused", "b"), source=source),
+            run_watcher(settings_for(redis_url, "mongodb://unused", "b"), source=source) as b,
         ):
-            await asyncio.wait_for(a.watcher.leadership.wait_for(True), 2)
+            # Either may win the race for the lease (both start at once).
+            leading = [asyncio.create_task(w.watcher.leadership.wait_for(True)) for w in (a, b)]
+            done, pending = await asyncio.wait(leading, timeout=5, return_when="FIRST_COMPLETED")
+            for task in pending:
+                task.cancel()
+            assert done, "nobody took the lease"
+            leader = "a" if a.watcher.leadership.is_leader else "b"
 
             async def roles() -> set[str]:
                 out = set()
@@ -105,8 +111,8 @@ async def test_every_watcher_writes_its_status_hash_with_a_ttl(redis_url: str) -
             while await roles() != {"leader", "standby"}:
                 assert time.monotonic() < deadline
                 await asyncio.sleep(0.05)
-            assert 0 < await client.ttl(KEYS.watcher("a")) <= 5
-            status = WatcherStatus.from_hash(await client.hgetall(KEYS.watcher("a")))
+            assert 0 < await client.ttl(KEYS.watcher(leader)) <= 5
+            status = WatcherStatus.from_hash(await client.hgetall(KEYS.watcher(leader)))
             assert status.epoch == 1 and status.elections == 1
         assert await client.exists(KEYS.watcher("a"), KEYS.watcher("b")) == 0
     finally:

@@ -76,12 +76,6 @@ class FakeStore:
     async def read_time(self) -> tuple[int, int] | None:
         return self.time
 
-    async def find_by_key_at(self, key: str) -> tuple[dict[str, Any] | None, Any]:
-        return await self.find_by_key(key), self.time
-
-    async def find_by_container_at(self, container: str) -> tuple[list[dict[str, Any]], Any]:
-        return await self.find_by_container(container), self.time
-
     async def find_by_container(self, container: str) -> list[dict[str, Any]]:
         self.container_reads.append(container)
         found = [

@@ -41,10 +41,10 @@ class RecordingSink:
         self.accepted_events: list[tuple[str, dict[str, Any]]] = []
         self.dead: list[tuple[str, dict[str, Any]]] = []
 
-    async def accepted(self, source_id: str, event: dict[str, Any]) -> None:
+    async def accepted(self, source_id: str, event: dict[str, Any], **_: Any) -> None:
         self.accepted_events.append((source_id, event))
 
-    async def dead_letter(self, reason: str, event: dict[str, Any]) -> None:
+    async def dead_letter(self, reason: str, event: dict[str, Any], **_: Any) -> None:
         self.dead.append((reason, event))
 
 

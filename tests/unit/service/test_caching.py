@@ -381,3 +381,48 @@ async def test_container_read_through_keys_documents_by_a_dotted_key_field() -> 
     assert store.container_reads == ["c"]
     assert sorted(d["meta"]["sid"] for d in found) == ["s0", "s1"]
     assert sorted(cache.snapshot.by_key) == ["s0", "s1"]
+
+
+async def test_a_slow_read_through_is_verified_as_of_when_it_began() -> None:
+    """A read that took 25 s counts as 25 s old: verified for only the rest of the bound."""
+    clock, store = FakeClock(), FakeStore([config("k", v=2)])
+    cache = make_cache(store, clock, max_staleness_s=30.0)
+    warm(cache, clock, config("k", v=1))
+    cache.set_stream_active(False)
+    clock.advance(31)
+    store.gate = asyncio.Event()
+    lookup = asyncio.create_task(cache.get_config_by_source_id("k"))
+    await store.entered.wait()
+    clock.advance(25)  # MongoDB answers slowly
+    store.gate.set()
+    assert await lookup == config("k", v=2)
+    store.gate = None
+    clock.advance(10)  # 35 s after the read began: no longer verified
+    store.put(config("k", v=3))
+    assert await cache.get_config_by_source_id("k") == config("k", v=3)
+
+
+async def test_a_slow_container_read_does_not_undo_a_newer_key_read() -> None:
+    """A container read that began earlier cannot drop a config a later key read installed."""
+    clock, store = FakeClock(), FakeStore([config("old", "c")])
+    cache = make_cache(store, clock)
+    warm(cache, clock, config("old", "c"))
+    cache.set_stream_active(False)
+    clock.advance(31)
+    container_answered, release = asyncio.Event(), asyncio.Event()
+    original = store.find_by_container
+
+    async def slow_container(container: str) -> list[dict[str, object]]:
+        docs = await original(container)  # MongoDB answers [old] ...
+        container_answered.set()
+        await release.wait()  # ... and the answer is slow to arrive
+        return docs
+
+    store.find_by_container = slow_container  # type: ignore[method-assign,assignment]
+    slow = asyncio.create_task(cache.configs_for_container("c"))
+    await container_answered.wait()
+    store.put(config("moved-in", "c"))  # lands in the container after that answer
+    assert await cache.get_config_by_source_id("moved-in") == config("moved-in", "c")
+    release.set()
+    await slow
+    assert "moved-in" in cache.snapshot.by_key

@@ -88,23 +88,43 @@ class FakeResolver:
 
 
 class FakeSink:
-    """Records writes; ``fail_accepted`` / ``fail_dead_letter`` make those writes raise."""
+    """Records writes, remembering answers by dedup key; ``fail_*`` make those writes raise."""
 
     def __init__(self) -> None:
         self.accepted_events: list[tuple[str, dict[str, Any]]] = []
         self.dead_letters: list[tuple[str, dict[str, Any]]] = []
+        self.answers: dict[str, bytes] = {}
         self.fail_accepted: Exception | None = None
         self.fail_dead_letter: Exception | None = None
 
-    async def accepted(self, source_id: str, event: dict[str, Any]) -> None:
+    async def accepted(
+        self, source_id: str, event: dict[str, Any], *, dedup_key: str = "", answer: bytes = b""
+    ) -> bytes | None:
         if self.fail_accepted is not None:
             raise self.fail_accepted
-        self.accepted_events.append((source_id, event))
+        return self._store(self.accepted_events, source_id, event, dedup_key, answer)
 
-    async def dead_letter(self, reason: str, event: dict[str, Any]) -> None:
+    async def dead_letter(
+        self, reason: str, event: dict[str, Any], *, dedup_key: str = "", answer: bytes = b""
+    ) -> bytes | None:
         if self.fail_dead_letter is not None:
             raise self.fail_dead_letter
-        self.dead_letters.append((reason, event))
+        return self._store(self.dead_letters, reason, event, dedup_key, answer)
+
+    def _store(
+        self,
+        into: list[tuple[str, dict[str, Any]]],
+        tag: str,
+        event: dict[str, Any],
+        dedup_key: str,
+        answer: bytes,
+    ) -> bytes | None:
+        if dedup_key and dedup_key in self.answers:
+            return self.answers[dedup_key]
+        if dedup_key:
+            self.answers[dedup_key] = answer
+        into.append((tag, {**event, "event": orjson.loads(event["event"])}))
+        return None
 
 
 class Rig:
@@ -213,16 +233,16 @@ async def test_every_event_gets_an_outcome_in_order(rig: Rig) -> None:
     assert rig.counters.dead_letters["ambiguous_match"] == 1
 
 
-async def test_explicit_source_id_routes_without_the_container(rig: Rig) -> None:
+async def test_explicit_source_id_routes_to_that_config_where_it_owns_the_blob(rig: Rig) -> None:
     """A CloudEvent naming a source_id goes to it; unknown or disabled ids are dead-lettered."""
     events = [
-        cloud_event(1, path="hr/x.csv", sourceid="sales"),
+        cloud_event(1, path="sales/x.csv", sourceid="all"),
         cloud_event(2, sourceid="ghost"),
-        cloud_event(3, sourceid="off"),
+        cloud_event(3, subject=subject("f", "cold"), sourceid="off"),
     ]
     response = await rig.post(events, content_type="application/cloudevents-batch+json")
     assert response.json()["results"] == [
-        {"id": "c1", "outcome": "accepted", "source_id": "sales"},
+        {"id": "c1", "outcome": "accepted", "source_id": "all"},
         {
             "id": "c2",
             "outcome": "dead_lettered",
@@ -300,7 +320,8 @@ async def test_streamed_oversize_body_is_413_by_bytes_read(make_rig: MakeRig) ->
             yield orjson.dumps(eg_event(i)) + b","
         yield b"{}]"
 
-    response = await rig.client.post("/events/blob", content=chunks())
+    headers = {"content-type": "application/json"}
+    response = await rig.client.post("/events/blob", content=chunks(), headers=headers)
     assert response.status_code == 413
     assert response.json() == {"detail": "body: over 1000 bytes"}  # refused while reading
     assert rig.counters.rejections["too_large"] == 1 and rig.sink.accepted_events == []

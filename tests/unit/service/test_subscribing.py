@@ -488,3 +488,58 @@ async def test_a_read_through_stamps_the_document_so_a_replay_cannot_undo_it() -
     rig.feed.push_messages(upsert(1, "a", v="replayed", ct=(400, 0), doc_id=1))
     assert await rig.sub.follow() == "silent"
     assert rig.doc("a") == {**config("a", v="current"), "_id": 1}
+
+
+async def test_a_replayed_earlier_incarnation_of_a_key_does_not_replace_the_later_one() -> None:
+    """Key deleted and created again (new _id): replaying the old document leaves the new one."""
+    rig = await Rig().started()
+    rig.feed.push_messages(
+        upsert(1, "a", v="second-life", ct=(200, 0), doc_id="new"),
+        upsert(2, "a", v="first-life", ct=(150, 0), doc_id="old"),
+        delete(3, "a", ct=(160, 0), doc_id="old"),
+    )
+    assert await rig.sub.follow() == "silent"
+    assert rig.doc("a") == {**config("a", v="second-life"), "_id": "new"}
+
+
+async def test_a_miss_read_while_live_is_floored_too() -> None:
+    """A key read from MongoDB while the stream is live is not undone by an older replay."""
+    rig = await Rig().started()
+    rig.feed.push_messages(heartbeat(0))
+    await rig.sub.follow()
+    rig.store.put({**config("new", v="current"), "_id": 5})
+    rig.store.time = (300, 0)
+    assert await rig.cache.get_config_by_source_id("new") == {
+        **config("new", v="current"),
+        "_id": 5,
+    }
+    rig.feed.push_messages(upsert(1, "new", v="replayed", ct=(250, 0), doc_id=5))
+    assert await rig.sub.follow() == "silent"
+    assert rig.doc("new") == {**config("new", v="current"), "_id": 5}
+
+
+async def test_a_refetched_document_is_stamped_with_the_read_time() -> None:
+    """A key-only change is read now; older replayed changes that follow cannot undo it."""
+    rig = await Rig().started()
+    rig.store.put({**config("big", v="now"), "_id": 9})
+    rig.store.time = (400, 0)
+    rig.feed.push_messages(
+        Message(kind="upsert", seq=1, epoch=1, key="big", refetch=True, doc_id=9, ct=(100, 0)),
+        upsert(2, "big", v="replayed", ct=(200, 0), doc_id=9),
+    )
+    assert await rig.sub.follow() == "silent"
+    assert rig.doc("big") == {**config("big", v="now"), "_id": 9}
+
+
+async def test_a_refetch_that_finds_another_document_does_not_stamp_the_moved_one() -> None:
+    """Refetch of key a finds doc 2 there now: doc 1 (moved to key b) still takes its move."""
+    rig = await Rig().started()
+    rig.store.put({**config("a", v="doc2"), "_id": 2})
+    rig.store.time = (900, 0)
+    rig.feed.push_messages(
+        Message(kind="upsert", seq=1, epoch=1, key="a", refetch=True, doc_id=1, ct=(100, 0)),
+        upsert(2, "b", v="doc1-moved", ct=(500, 0), doc_id=1),
+    )
+    assert await rig.sub.follow() == "silent"
+    assert rig.doc("a") == {**config("a", v="doc2"), "_id": 2}
+    assert rig.doc("b") == {**config("b", v="doc1-moved"), "_id": 1}

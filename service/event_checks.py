@@ -1,0 +1,92 @@
+"""Limits a request body must keep before any of its events is routed or written.
+
+Why a module of its own: a body that the JSON parser accepts can still be one that cannot
+be stored faithfully -- nested deeper than the encoder (or MongoDB, 100 levels) goes, or
+carrying integers that orjson silently turns into floats (outside the signed/unsigned
+64-bit range). Judging that up front, for the whole body, is what keeps a hostile event
+from failing half-way through a batch, after its neighbours were already written.
+
+Invariant: :func:`check_document` either returns the document to store or raises
+:class:`LimitError` whose message names the first offending place (``events[3].data``);
+it never raises anything else, whatever the parsed document (bounded work: one
+iterative pass, no recursion). An integer outside the 64-bit range is kept exact, as the
+string of its digits, never rounded to a float.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from typing import Any, Final
+
+#: Deepest nesting of arrays/objects accepted in one event (the body array not counted).
+MAX_DEPTH: Final = 32
+#: orjson reads integers in [-2**63, 2**64) exactly; anything wider becomes a float.
+_INT_MIN: Final = -(2**63)
+_INT_MAX: Final = 2**64 - 1
+#: A run of this many digits is the only way to write an integer outside that range.
+_LONG_DIGITS: Final = re.compile(rb"\d{19}")
+
+
+class LimitError(ValueError):
+    """The body breaks a limit of this module; ``str(e)`` names where."""
+
+
+def check_document(body: bytes, document: Any, *, where: str) -> Any:
+    """``document`` (parsed from ``body``) as it is to be stored, or :class:`LimitError`.
+
+    ``where`` names the document's root in messages (``events`` for a batch, ``event``
+    for a single CloudEvent). Wide integers come back as strings of their digits.
+    """
+    _check_depth(document, where)
+    if _LONG_DIGITS.search(body):
+        return _exact_integers(body)
+    return document
+
+
+def _check_depth(document: Any, where: str) -> None:
+    batch = isinstance(document, list)
+    stack: list[tuple[Any, int, str]] = [(document, -1 if batch else 0, where)]
+    while stack:
+        node, depth, place = stack.pop()
+        if depth > MAX_DEPTH:
+            raise LimitError(f"{place}: nested deeper than {MAX_DEPTH} levels")
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1, f"{place}.{k}") for k, v in _containers(node.items()))
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1, f"{place}[{i}]") for i, v in _containers(enumerate(node)))
+
+
+def _containers(items: Iterable[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
+    return [(k, v) for k, v in items if isinstance(v, dict | list)]
+
+
+def _exact_int(text: str) -> int | str:
+    value = int(text)
+    return value if _INT_MIN <= value <= _INT_MAX else text
+
+
+def _exact_integers(body: bytes) -> Any:
+    # Only bodies with a 19-digit run get here; the standard library's parser hands every
+    # integer literal to ``parse_int`` exactly as written (depth was checked first, and
+    # orjson already refused whatever the standard library would accept beyond JSON).
+    try:
+        return json.loads(body, parse_int=_exact_int)
+    except (ValueError, RecursionError) as e:
+        raise LimitError(f"body: not valid JSON ({e})") from None
+
+
+def host_allowed(host: str | None, allowed: frozenset[str]) -> bool:
+    """Whether ``host`` is one of ``allowed`` (entries ``*.suffix`` match any subdomain).
+
+    An empty ``allowed`` allows every host; a missing host is allowed only then.
+    """
+    if not allowed:
+        return True
+    if host is None:
+        return False
+    host = host.lower().rstrip(".")
+    if host in allowed:
+        return True
+    return any(entry.startswith("*.") and host.endswith(entry[1:]) for entry in allowed)

@@ -1,0 +1,145 @@
+"""Route one parsed blob event to its config and store it: the per-event half of ingestion.
+
+Why a module of its own: :mod:`service.ingesting` speaks HTTP (tokens, media types,
+bodies, status codes); this module decides, for each event that survived parsing, which
+stream it goes to and with what answer, and stores it through the
+:class:`~service.event_sinks.EventSink`.
+
+Invariants: every event ends in exactly one :class:`EventResult` or raises one of the two
+"retry later" errors (:class:`EventSinkUnavailable` -- Redis; :class:`ConfigsUnavailable`
+-- MongoDB), never anything else; an event whose id (with its source) was already stored
+within the de-duplication window is answered as it was the first time and not stored
+again; dead letters are counted here and logged by the caller once per request.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+import structlog
+
+from service.errors import ConfigsUnavailable, EventSinkUnavailable
+from service.event_checks import host_allowed
+from service.event_schemas import BLOB_CREATED, DeadLetterReason, EventResult, InboundEvent
+from service.event_sinks import EventSink, IngestCounters
+from service.matching import ConfigResolver, Route, check_explicit, choose_config
+from shared.clients import REDIS_DOWN_ERRORS
+
+_log: Final = structlog.get_logger("service.ingesting")
+
+
+@dataclass(slots=True)
+class EventRouter:
+    """Routes and stores events; ``allowed_hosts`` empty means any ``data.url`` host."""
+
+    resolver: ConfigResolver
+    sink: EventSink
+    counters: IngestCounters
+    key_field: str = "source_id"
+    clock: Callable[[], float] = time.time
+    retry_on: tuple[type[Exception], ...] = ()
+    allowed_hosts: frozenset[str] = frozenset()
+    dedup: bool = True
+
+    async def ingest(self, event: InboundEvent) -> EventResult:
+        """Route ``event`` and store it; its result (see the module docstring)."""
+        with structlog.contextvars.bound_contextvars(event_id=event.id):
+            try:
+                route = await self._route(event)
+            except self.retry_on as e:
+                raise ConfigsUnavailable(f"config lookup failed: {e}") from e
+            except Exception:
+                _log.exception("events.internal_error", stage="route", event_type=event.type)
+                return await self._park_after_bug(event)
+            try:
+                return await self._deliver(event, route)
+            except EventSinkUnavailable:
+                raise
+            except Exception:
+                _log.exception("events.internal_error", stage="deliver", event_type=event.type)
+                return await self._park_after_bug(event)
+
+    async def _park_after_bug(self, event: InboundEvent) -> EventResult:
+        try:
+            return await self._deliver(event, Route(reason="internal_error"))
+        except EventSinkUnavailable:
+            raise
+        except REDIS_DOWN_ERRORS as e:  # the Redis client failed outside the sink's guard
+            raise EventSinkUnavailable(f"dead-lettering {event.id!r} failed: {e}") from e
+
+    async def _route(self, event: InboundEvent) -> Route:
+        if event.type != BLOB_CREATED:
+            return Route(reason="unsupported_event_type")
+        if event.has_url and not host_allowed(event.url_host, self.allowed_hosts):
+            return Route(source_id=event.source_id, reason="foreign_url")
+        if event.container is None or event.path is None:
+            return Route(reason="no_blob_location")
+        if event.source_id is not None:
+            config = await self.resolver.get_config_by_source_id(event.source_id)
+            if config is None:
+                return Route(source_id=event.source_id, reason="unknown_source_id")
+            return check_explicit(
+                config, source_id=event.source_id, container=event.container, path=event.path
+            )
+        configs = await self.resolver.configs_for_container(event.container)
+        return choose_config(
+            configs, container=event.container, path=event.path, key_field=self.key_field
+        )
+
+    async def _deliver(self, event: InboundEvent, route: Route) -> EventResult:
+        record: dict[str, Any] = {
+            "event_id": event.id,
+            "event_type": event.type,
+            "subject": event.subject,
+            "container": event.container or "",
+            "path": event.path or "",
+            "received_at": f"{self.clock():.6f}",
+            "event": event.raw_json or orjson.dumps(event.raw),
+        }
+        dedup_key = f"{event.origin}\0{event.id}" if self.dedup else ""
+        if route.reason is None and route.source_id is not None:
+            result = EventResult(id=event.id, outcome="accepted", source_id=route.source_id)
+            prior = await self.sink.accepted(
+                route.source_id, record, dedup_key=dedup_key, answer=_answer(result)
+            )
+            return self._count(result, prior)
+        reason: DeadLetterReason = route.reason or "internal_error"
+        if route.source_id is not None:
+            record["source_id"] = route.source_id
+        if route.candidates:
+            record["candidates"] = ",".join(route.candidates)
+        result = EventResult(
+            id=event.id,
+            outcome="dead_lettered",
+            source_id=route.source_id,
+            reason=reason,
+            candidates=list(route.candidates) or None,
+        )
+        prior = await self.sink.dead_letter(
+            reason, record, dedup_key=dedup_key, answer=_answer(result)
+        )
+        return self._count(result, prior)
+
+    def _count(self, result: EventResult, prior: bytes | None) -> EventResult:
+        if prior is not None:
+            self.counters.duplicates += 1
+            result = _earlier(prior, result)
+        elif result.reason is not None:
+            self.counters.dead_letters[result.reason] += 1
+        self.counters.outcomes[result.outcome] += 1
+        return result
+
+
+def _answer(result: EventResult) -> bytes:
+    return orjson.dumps(result.model_dump(mode="json", exclude_none=True))
+
+
+def _earlier(prior: bytes, fallback: EventResult) -> EventResult:
+    try:
+        return EventResult.model_validate_json(prior)
+    except ValueError:  # written by another version; the id was stored, say so plainly
+        return fallback
