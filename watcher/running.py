@@ -22,7 +22,6 @@ the session stops intake, finishes its in-flight publish and saves the token (sh
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -31,25 +30,22 @@ import redis.asyncio as aioredis
 import structlog
 
 from shared.clients import SentinelRedis
-from shared.errors import StoreUnavailable
 from shared.keys import Keys
-from shared.sentinel_watching import SwitchWatch, stop_watch
 from shared.settings import Settings
 from shared.telemetry import Telemetry, render_metrics
 from watcher.electing import ElectionTiming, Elector, Leadership, Lease, RedisLease, Term
 from watcher.errors import NotLeader
+from watcher.failing_over import SwitchFollower
 from watcher.handing_over import HandoverListener
 from watcher.publishing import Channel, Publisher, RedisChannel, run_heartbeats
 from watcher.reporting import StatusWriter, WatcherStats, register_metrics
 from watcher.resuming import RedisTokenStore, TokenStore
 from watcher.serving import HealthServer
-from watcher.timing import SYSTEM_CLOCK, Clock, wait_event
+from watcher.timing import SYSTEM_CLOCK, Clock
 from watcher.translating import KeyMap, Translator
 from watcher.watching import ChangeSource, Follower
 
 log = structlog.get_logger("watcher.running")
-#: Extra heartbeats after a Redis primary switch (seconds after it, then after that one).
-SWITCH_HEARTBEATS_S = (0.2, 0.3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,49 +188,19 @@ class Watcher:
                     )
                     roots.append(("watcher.handover", handover.run(elector_done), None))
                 if self._listens and isinstance(self._redis, SentinelRedis):
-                    roots.append(("watcher.sentinel", self._follow_switches(status_done), None))
+                    switches = SwitchFollower(
+                        self._redis,
+                        self._keys,
+                        leadership=self.leadership,
+                        publisher=self.publisher,
+                        healthy=self.stream_live,
+                    )
+                    roots.append(("watcher.sentinel", switches.run(status_done), None))
                 for name, body, done in roots:
                     tg.create_task(_supervised(name, body, done), name=name)
                 tg.create_task(self._mark_stopping(stop), name="watcher.stop-watch")
         finally:
             await self.http.close()
-
-    async def _follow_switches(self, until: asyncio.Event) -> None:
-        """Run a :class:`SwitchWatch` on the sentinels until ``until``; stopped, not cancelled."""
-        assert isinstance(self._redis, SentinelRedis)
-        switched = asyncio.Event()
-        watch = SwitchWatch(self._redis, lambda _: switched.set(), record_in=self._keys.failover)
-        task = asyncio.create_task(watch.run(), name="watcher.sentinel-watch")
-        ended = asyncio.create_task(until.wait(), name="watcher.sentinel-until")
-        nudges = asyncio.create_task(
-            self._beat_after_switches(switched, until), name="watcher.switch-heartbeats"
-        )
-        try:
-            await asyncio.wait({task, ended}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for helper in (ended, nudges):
-                helper.cancel()
-            await asyncio.gather(ended, nudges, return_exceptions=True)
-            await stop_watch(watch, task)
-        error = None if task.cancelled() else task.exception()
-        if error is not None:
-            raise error
-
-    async def _beat_after_switches(self, switched: asyncio.Event, until: asyncio.Event) -> None:
-        """After a primary switch, heartbeat early: replicas that resubscribed on the new
-        primary learn at once (seq ahead) of a message published while they moved."""
-        while not until.is_set():
-            if not await wait_event(switched, 0.5):
-                continue
-            switched.clear()
-            for delay in SWITCH_HEARTBEATS_S:
-                await asyncio.sleep(delay)
-                term = self.leadership.term
-                if term is None or not self.leadership.is_leader or not self.stream_live():
-                    continue
-                with contextlib.suppress(StoreUnavailable, NotLeader, TimeoutError):
-                    async with asyncio.timeout(1.0):
-                        await self.publisher.heartbeat(term)
 
     async def _mark_stopping(self, stop: asyncio.Event) -> None:
         await stop.wait()
