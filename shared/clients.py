@@ -10,13 +10,16 @@ connect/read timeouts, so a dead or hung Redis surfaces as an error instead of a
 
 from __future__ import annotations
 
+import time
 from typing import Any, Final
 
 import redis.asyncio as aioredis
 from bson.binary import UuidRepresentation
 from bson.codec_options import CodecOptions, DatetimeConversion
 from pymongo import AsyncMongoClient
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
+from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisError
 
 from shared.redis_url import SentinelTarget, parse_redis_url
@@ -27,6 +30,11 @@ from shared.settings import MongoSettings, RedisSettings
 #: reconnect racing a closed transport raises "unable to perform operation on
 #: <TCPTransport closed=True ...>" from inside redis-py. Adapters catch exactly these.
 REDIS_DOWN_ERRORS: Final = (RedisError, OSError, RuntimeError)
+
+#: Reconnect attempts of a Sentinel client's command before the error reaches the caller.
+SENTINEL_RETRIES: Final = 3
+#: How long, after a switch, the demoted primary is refused even if a sentinel names it.
+DEMOTED_FOR_S: Final = 15.0
 
 #: Options under which a document read from MongoDB equals its message-decoded twin.
 #: ``DATETIME_AUTO``: a date outside ``datetime``'s years 1..9999 (legal BSON, easily
@@ -56,6 +64,31 @@ def make_mongo(settings: MongoSettings, *, appname: str, **extra: Any) -> AsyncM
         **extra,
     }
     return AsyncMongoClient(settings.uri.get_secret_value(), **options)
+
+
+class FollowingPool(SentinelConnectionPool):
+    """A Sentinel pool that refuses, for a while, the primary a switch demoted.
+
+    Each sentinel learns of a promotion on its own (up to seconds apart), and one that has
+    not yet names the old primary -- still up and writable after a planned failover. A
+    connection made then would write where every write is lost, so after a switch (see
+    :mod:`shared.sentinel_watching`) that address is refused for :data:`DEMOTED_FOR_S`.
+    """
+
+    demoted: tuple[str, int] | None = None
+    demoted_until: float = 0.0
+
+    def demote(self, address: tuple[str, int]) -> None:
+        """Refuse ``address`` as the primary for the next :data:`DEMOTED_FOR_S` seconds."""
+        self.demoted, self.demoted_until = address, time.monotonic() + DEMOTED_FOR_S
+
+    async def get_master_address(self) -> Any:
+        """The primary the sentinels name, unless it is the one a switch just demoted."""
+        address = await super().get_master_address()  # type: ignore[no-untyped-call]
+        demoted = self.demoted is not None and time.monotonic() < self.demoted_until
+        if demoted and (str(address[0]), int(address[1])) == self.demoted:
+            raise MasterNotFoundError(f"a sentinel still names the demoted primary {address}")
+        return address
 
 
 class SentinelRedis(aioredis.Redis):
@@ -113,9 +146,13 @@ def make_redis(
     if group is None:
         return aioredis.Redis.from_url(settings.url.get_secret_value(), **options)
     sentinel, target = group
+    # redis-py's default retry backs off up to 1 s between reconnects; through a failover
+    # that is up to a second spent waiting after the promotion. Our callers retry anyway.
+    options["retry"] = Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), SENTINEL_RETRIES)
     client: SentinelRedis = sentinel.master_for(
         target.master,
         redis_class=SentinelRedis,
+        connection_pool_class=FollowingPool,
         db=target.db,
         username=target.username,
         password=target.password,

@@ -30,7 +30,7 @@ import structlog
 from redis.typing import EncodableT, FieldT
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
-from shared.clients import REDIS_DOWN_ERRORS, SentinelRedis
+from shared.clients import REDIS_DOWN_ERRORS, FollowingPool, SentinelRedis
 
 #: The channel on which every sentinel announces a promotion.
 SWITCH_CHANNEL: Final = "+switch-master"
@@ -156,6 +156,9 @@ class SwitchWatch:
             old=f"{switch.old[0]}:{switch.old[1]}",
             new=f"{switch.new[0]}:{switch.new[1]}",
         )
+        pool = self._client.connection_pool
+        if isinstance(pool, FollowingPool):
+            pool.demote(switch.old)
         # Each sentinel announces the switch when it learns of it (up to seconds apart): a
         # pool that already follows the new primary (it asked the sentinels since) is kept.
         if getattr(self._client.connection_pool, "master_address", None) != switch.new:
