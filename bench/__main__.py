@@ -34,6 +34,8 @@ BENCHMARKS: dict[str, str] = {
     "ingest": "bench.ingest",
     "failover": "bench.failover",
     "propagation": "bench.propagation",
+    "handover": "bench.handover",
+    "redis_failover": "bench.redis_failover",
 }
 
 RESULTS = Path(__file__).resolve().parent / "results"

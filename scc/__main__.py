@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--json",
         action="store_true",
         help="one JSON document instead of tables (shape: scc/inspect.schema.json, "
-        "schema_version 2)",
+        "schema_version 3)",
     )
     shape.add_argument(
         "--watch", action="store_true", help="redraw every --interval seconds until Ctrl-C"

@@ -54,6 +54,7 @@ class Target:
     url: str
     keys: Keys
     timeout: float
+    sentinel_password: str | None = None
 
     @property
     def shown_url(self) -> str:
@@ -73,6 +74,11 @@ def target(args: argparse.Namespace) -> Target:
         url=settings.url.get_secret_value(),
         keys=Keys(settings.namespace),
         timeout=args.timeout,
+        sentinel_password=(
+            None
+            if settings.sentinel_password is None
+            else settings.sentinel_password.get_secret_value()
+        ),
     )
 
 
@@ -92,7 +98,9 @@ def rules(args: argparse.Namespace) -> Rules:
 @contextmanager
 def _session(where: Target) -> Iterator[redis.Redis]:
     with translated_errors(where.url):
-        client = open_redis(where.url, timeout=where.timeout)
+        client = open_redis(
+            where.url, timeout=where.timeout, sentinel_password=where.sentinel_password
+        )
         try:
             yield client
         finally:

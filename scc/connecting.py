@@ -12,12 +12,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Final
+from typing import Any, Final
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 import redis
+from redis.sentinel import Sentinel
 
 from scc.errors import RedisUnavailable
+from shared.redis_url import parse_redis_url
 
 #: ``CLIENT SETNAME`` of the CLI's connection, so ``CLIENT LIST`` shows who is looking.
 CLIENT_NAME: Final = "scc-cli"
@@ -65,19 +67,54 @@ def scrub(text: str, secrets: list[str]) -> str:
     return text
 
 
-def open_redis(url: str, *, timeout: float) -> redis.Redis:
-    """A synchronous client (bytes replies) whose connect and reads time out after ``timeout``."""
+class SentinelClient(redis.Redis):
+    """A client of a Sentinel group's primary that still knows the group (``scc inspect``)."""
+
+    sentinels: Sentinel
+    master_name: str
+
+
+def open_redis(url: str, *, timeout: float, sentinel_password: str | None = None) -> redis.Redis:
+    """A synchronous client (bytes replies) whose connect and reads time out after ``timeout``.
+
+    A ``redis+sentinel://`` URL gives a client of the group's current primary (asked of
+    the sentinels at connect; ``sentinel_password`` authenticates against them).
+    """
+    options: dict[str, Any] = {
+        "socket_connect_timeout": timeout,
+        "socket_timeout": timeout,
+        "client_name": CLIENT_NAME,
+        "decode_responses": False,
+    }
     try:
-        return redis.Redis.from_url(
-            url,
-            socket_connect_timeout=timeout,
-            socket_timeout=timeout,
-            client_name=CLIENT_NAME,
-            decode_responses=False,
-        )
-    except ValueError as e:  # a URL redis-py cannot parse
+        group = parse_redis_url(url)
+        if group is None:
+            return redis.Redis.from_url(url, **options)
+    except ValueError as e:  # a URL neither we nor redis-py can parse
         detail = scrub(str(e), secrets_in(url))
         raise RedisUnavailable(f"bad Redis URL {redact_url(url)} ({detail})") from e
+    # redis-py's Sentinel carries no annotations (hence the two ignores).
+    sentinels = Sentinel(  # type: ignore[no-untyped-call]
+        list(group.sentinels),
+        sentinel_kwargs={
+            "socket_connect_timeout": timeout,
+            "socket_timeout": timeout,
+            "client_name": f"{CLIENT_NAME}:sentinel",
+            "password": sentinel_password,
+            "ssl": group.tls,
+        },
+    )
+    client: SentinelClient = sentinels.master_for(  # type: ignore[no-untyped-call]
+        group.master,
+        redis_class=SentinelClient,
+        db=group.db,
+        username=group.username,
+        password=group.password,
+        ssl=group.tls,
+        **options,
+    )
+    client.sentinels, client.master_name = sentinels, group.master
+    return client
 
 
 def describe(error: redis.RedisError, url: str) -> str:

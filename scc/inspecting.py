@@ -1,10 +1,11 @@
 """Read everything ``scc inspect`` shows from Redis and assemble one :class:`Snapshot`.
 
-Two round trips: one pipeline for the singletons (``TIME``, lease, epoch, seq, resume
+Three round trips: one pipeline for the singletons (``TIME``, lease, epoch, seq, resume
 token, ``PUBSUB NUMSUB``, both streams), then ``SCAN`` over the heartbeat patterns and one
-pipeline of ``HGETALL``. Invariant: a key that holds something unexpected (wrong type,
-unparsable number) becomes an ``unreadable`` problem naming the key, never an exception;
-only failing to talk to Redis at all raises (redis-py errors, translated by the caller).
+pipeline of ``HGETALL``, then the primary (:mod:`scc.primary`). Invariant: a key that
+holds something unexpected (wrong type, unparsable number) becomes an ``unreadable``
+problem naming the key, never an exception; only failing to talk to Redis at all raises
+(redis-py errors, translated by the caller).
 Read-only: nothing here writes to Redis.
 """
 
@@ -16,6 +17,7 @@ from typing import Any
 import redis
 
 from scc.judging import judge_fleet, judge_replica, judge_watcher
+from scc.primary import read_primary
 from scc.snapshot import (
     Accepted,
     Channel,
@@ -268,5 +270,6 @@ def collect(
         channel=channel,
         dlq=one.dlq,
         accepted=one.accepted,
+        redis=read_primary(client, keys, now=one.now, replicas=replicas),
         problems=problems,
     )

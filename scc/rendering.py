@@ -18,7 +18,7 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from scc.snapshot import DeadLetters, Replica, Resume, Snapshot, Watcher
+from scc.snapshot import DeadLetters, RedisPrimary, Replica, Resume, Snapshot, Watcher
 
 _MARK_STYLE = {"silent": "bold red", "lagging": "bold red", "stalled": "bold red"}
 #: Width of tables when the output is not a terminal (a pipe, a file, a test).
@@ -190,7 +190,29 @@ def _overview(s: Snapshot) -> Table:
         channel.append(f"   difference {s.channel.difference:+d}", style="bold red")
     grid.add_row("channel", channel)
     grid.add_row("events", Text(f"accepted {s.accepted.length}   dead-lettered {s.dlq.length}"))
+    grid.add_row("redis", primary_line(s.redis))
     return grid
+
+
+def primary_line(p: RedisPrimary) -> Text:
+    """The primary (as the sentinels name it) and the last failover, in one or two lines."""
+    text = Text()
+    if p.via_sentinel:
+        where = p.address or "unknown (no sentinel answered)"
+        text.append(f"primary {where} (sentinel master {p.master_name}, ")
+        text.append(f"{_value(p.known_replicas)} replica(s))")
+    else:
+        text.append("single Redis (no Sentinel)")
+    if p.last_failover_at is None:
+        return text
+    text.append(f"\nlast failover {age(p.last_failover_age_s)} ago at {when(p.last_failover_at)}")
+    text.append(f" from {p.failover_from or _DASH}")
+    if p.not_resynced_since:
+        stale = ", ".join(p.not_resynced_since)
+        text.append(f"   not reloaded since: {stale}", style="yellow")
+    else:
+        text.append("   every replica reloaded since", style="green")
+    return text
 
 
 def verdict(s: Snapshot, *, only: tuple[str, ...] = ()) -> Text:

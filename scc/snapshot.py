@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 #: Version of the ``--json`` document; bumped on any incompatible change to its shape.
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 
 #: Every mark a replica can carry (see :mod:`scc.judging` for the exact rules).
 REPLICA_MARKS: Final = ("silent", "lagging", "not-ready")
@@ -180,6 +180,26 @@ class Accepted:
 
 
 @dataclass(frozen=True, slots=True)
+class RedisPrimary:
+    """Which Redis holds the data: the primary the sentinels name, and the last failover."""
+
+    via_sentinel: bool
+    """True when the URL is ``redis+sentinel://`` (the primary is asked of the sentinels)."""
+    master_name: str | None
+    address: str | None
+    """``host:port`` of the primary the sentinels name now (None without Sentinel)."""
+    known_replicas: int | None
+    """Replicas of that primary the sentinels know of."""
+    last_failover_at: float | None
+    """When a process last heard ``+switch-master`` (``{ns}:failover``), if ever."""
+    last_failover_age_s: float | None
+    failover_from: str | None
+    """The primary before that switch."""
+    not_resynced_since: list[str]
+    """Replicas whose last reload (``warmed_at``) predates the last failover."""
+
+
+@dataclass(frozen=True, slots=True)
 class Problem:
     """One reason the snapshot is not in sync; ``subject`` names who."""
 
@@ -211,4 +231,5 @@ class Snapshot:
     channel: Channel
     dlq: DeadLetters
     accepted: Accepted
+    redis: RedisPrimary
     problems: list[Problem]

@@ -8,7 +8,11 @@ it turns every one of them into something the subscriber's rules handle:
 * redis-py reconnects and resubscribes by itself after a dropped connection and then
   delivers another ``subscribe`` confirmation: passed on as :data:`SUBSCRIBED`, which
   the subscriber reads as "messages may have been lost";
-* every redis-py or socket error becomes :class:`FeedLost`, chained.
+* every redis-py or socket error becomes :class:`FeedLost`, chained;
+* on a ``redis+sentinel://`` client it also follows Sentinel's ``+switch-master``
+  (:class:`~shared.sentinel_watching.SwitchWatch`): a promotion closes the connections at
+  once, so the subscription moves to the new primary (and is read as a resubscription)
+  instead of listening to a demoted one until Sentinel reconfigures it.
 """
 
 from __future__ import annotations
@@ -21,10 +25,13 @@ import structlog
 
 from service.errors import FeedLost
 from service.feed import SUBSCRIBED
-from shared.clients import REDIS_DOWN_ERRORS
+from shared.clients import REDIS_DOWN_ERRORS, SentinelRedis
 from shared.keys import Keys
+from shared.sentinel_watching import SwitchWatch, stop_watch
 
 log = structlog.get_logger("service.redis_feed")
+#: Through Sentinel, how often a refused subscription is tried again within one open().
+SENTINEL_RETRY_S = 0.05
 
 
 class RedisFeed:
@@ -35,22 +42,51 @@ class RedisFeed:
         self._keys = keys
         self._confirm_timeout_s = confirm_timeout_s
         self._pubsub: Any = None  # redis.asyncio.client.PubSub (untyped in redis-py)
+        #: One watch for the feed's lifetime (it remembers the switches already acted on).
+        self._watch = (
+            SwitchWatch(redis, record_in=keys.failover)
+            if isinstance(redis, SentinelRedis)
+            else None
+        )
+        self._watch_task: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
-        """Subscribe and wait for Redis to confirm it; FeedLost if it does not in time."""
+        """Subscribe and wait for Redis to confirm it; FeedLost if it does not in time.
+
+        Through Sentinel a refused connection is most likely a failover in progress: the
+        attempt is repeated every :data:`SENTINEL_RETRY_S` until the confirmation deadline,
+        so the subscription moves to the new primary the moment it is promoted instead of
+        after the subscriber's backoff.
+        """
+        if self._watch is not None and self._watch_task is None:
+            self._watch_task = asyncio.create_task(self._watch.run(), name="service.sentinel-watch")
+            self._watch_task.add_done_callback(_report_end)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._confirm_timeout_s
+        while True:
+            try:
+                await self._subscribe(max(deadline - loop.time(), 0.05))
+                return
+            except FeedLost:
+                if self._watch is None or loop.time() + SENTINEL_RETRY_S >= deadline:
+                    raise
+            await self._close_subscription()
+            await asyncio.sleep(SENTINEL_RETRY_S)
+
+    async def _subscribe(self, within_s: float) -> None:
         pubsub = self._redis.pubsub()
         self._pubsub = pubsub
         channel = self._keys.invalidations
         try:
-            async with asyncio.timeout(self._confirm_timeout_s):
+            async with asyncio.timeout(within_s):
                 await pubsub.subscribe(channel)
                 while True:
-                    reply = await pubsub.get_message(timeout=self._confirm_timeout_s)
+                    reply = await pubsub.get_message(timeout=within_s)
                     if reply is not None and reply.get("type") == "subscribe":
                         return
         except TimeoutError as e:
             raise FeedLost(
-                f"redis did not confirm SUBSCRIBE {channel} within {self._confirm_timeout_s}s"
+                f"redis did not confirm SUBSCRIBE {channel} within {within_s:.2f}s"
             ) from e
         except REDIS_DOWN_ERRORS as e:
             raise FeedLost(f"cannot subscribe to {channel}: {e}") from e
@@ -87,7 +123,14 @@ class RedisFeed:
         return (seq or 0), _as_int(raw_epoch, keys.epoch), term
 
     async def close(self) -> None:
-        """Drop the subscription and its connection; never raises."""
+        """Drop the subscription and its connection (and the switch watch); never raises."""
+        task, self._watch_task = self._watch_task, None
+        if task is not None and self._watch is not None:
+            await stop_watch(self._watch, task)
+        await self._close_subscription()
+
+    async def _close_subscription(self) -> None:
+        """Drop the subscription and its connection only; never raises."""
         pubsub, self._pubsub = self._pubsub, None
         if pubsub is None:
             return
@@ -95,6 +138,11 @@ class RedisFeed:
             await pubsub.aclose()
         except REDIS_DOWN_ERRORS as e:
             log.debug("closing the pub/sub connection failed", error=str(e))
+
+
+def _report_end(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("sentinel switch watch died", error=repr(task.exception()))
 
 
 def _as_int(raw: Any, key: str) -> int | None:

@@ -4,19 +4,25 @@ MongoDB: one ``AsyncMongoClient`` per event loop, ``uuidRepresentation=standard`
 UTC datetimes and ``DATETIME_AUTO`` (out-of-range dates as ``DatetimeMS``), so a document
 read by ``find`` equals the same document decoded from a message (see
 :mod:`shared.messages`). Redis: redis-py's asyncio client with bounded
-connect/read timeouts, so a dead or hung Redis surfaces as an error instead of a hang.
+connect/read timeouts, so a dead or hung Redis surfaces as an error instead of a hang; a
+``redis+sentinel://`` URL gives a client that follows the group's primary through failovers.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any, Final
 
 import redis.asyncio as aioredis
 from bson.binary import UuidRepresentation
 from bson.codec_options import CodecOptions, DatetimeConversion
 from pymongo import AsyncMongoClient
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
+from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisError
 
+from shared.redis_url import SentinelTarget, parse_redis_url
 from shared.settings import MongoSettings, RedisSettings
 
 #: What a Redis call raises when its connection is gone or unusable: redis-py's errors,
@@ -24,6 +30,11 @@ from shared.settings import MongoSettings, RedisSettings
 #: reconnect racing a closed transport raises "unable to perform operation on
 #: <TCPTransport closed=True ...>" from inside redis-py. Adapters catch exactly these.
 REDIS_DOWN_ERRORS: Final = (RedisError, OSError, RuntimeError)
+
+#: Reconnect attempts of a Sentinel client's command before the error reaches the caller.
+SENTINEL_RETRIES: Final = 3
+#: How long, after a switch, the demoted primary is refused even if a sentinel names it.
+DEMOTED_FOR_S: Final = 15.0
 
 #: Options under which a document read from MongoDB equals its message-decoded twin.
 #: ``DATETIME_AUTO``: a date outside ``datetime``'s years 1..9999 (legal BSON, easily
@@ -55,14 +66,98 @@ def make_mongo(settings: MongoSettings, *, appname: str, **extra: Any) -> AsyncM
     return AsyncMongoClient(settings.uri.get_secret_value(), **options)
 
 
+class FollowingPool(SentinelConnectionPool):
+    """A Sentinel pool that refuses, for a while, the primary a switch demoted.
+
+    Each sentinel learns of a promotion on its own (up to seconds apart), and one that has
+    not yet names the old primary -- still up and writable after a planned failover. A
+    connection made then would write where every write is lost, so after a switch (see
+    :mod:`shared.sentinel_watching`) that address is refused for :data:`DEMOTED_FOR_S`.
+    """
+
+    demoted: tuple[str, int] | None = None
+    demoted_until: float = 0.0
+
+    def demote(self, address: tuple[str, int]) -> None:
+        """Refuse ``address`` as the primary for the next :data:`DEMOTED_FOR_S` seconds."""
+        self.demoted, self.demoted_until = address, time.monotonic() + DEMOTED_FOR_S
+
+    async def get_master_address(self) -> Any:
+        """The primary the sentinels name, unless it is the one a switch just demoted."""
+        address = await super().get_master_address()  # type: ignore[no-untyped-call]
+        demoted = self.demoted is not None and time.monotonic() < self.demoted_until
+        if demoted and (str(address[0]), int(address[1])) == self.demoted:
+            raise MasterNotFoundError(f"a sentinel still names the demoted primary {address}")
+        return address
+
+
+class SentinelRedis(aioredis.Redis):
+    """A client of the primary a Sentinel group names; closing it closes the sentinel clients.
+
+    redis-py asks the sentinels for the primary on every (re)connect; :attr:`sentinels`
+    and :attr:`master_name` let a caller ask them itself (who is primary, ``+switch-master``).
+    """
+
+    sentinels: Sentinel
+    master_name: str
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        """Close the primary's pool, then every sentinel client."""
+        try:
+            await super().aclose(close_connection_pool)
+        finally:
+            await self.sentinels.aclose()
+
+
+def make_sentinel(
+    settings: RedisSettings, *, client_name: str, socket_timeout: float = 5.0
+) -> tuple[Sentinel, SentinelTarget] | None:
+    """The sentinel group of a ``redis+sentinel://`` URL (None for a plain URL)."""
+    target = parse_redis_url(settings.url.get_secret_value())
+    if target is None:
+        return None
+    password = settings.sentinel_password
+    sentinel_kwargs: dict[str, Any] = {
+        "socket_connect_timeout": min(socket_timeout, 2.0),
+        "socket_timeout": socket_timeout,
+        "client_name": f"{client_name}:sentinel",
+        "password": None if password is None else password.get_secret_value(),
+        "ssl": target.tls,
+    }
+    # redis-py's asyncio Sentinel constructor carries no annotations.
+    group = Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
+    return group, target
+
+
 def make_redis(
     settings: RedisSettings, *, client_name: str, socket_timeout: float = 5.0
 ) -> aioredis.Redis:
-    """An asyncio Redis client (bytes responses) with bounded timeouts."""
-    return aioredis.Redis.from_url(
-        settings.url.get_secret_value(),
-        socket_connect_timeout=min(socket_timeout, 2.0),
-        socket_timeout=socket_timeout,
-        client_name=client_name,
-        decode_responses=False,
+    """An asyncio Redis client (bytes responses) with bounded timeouts.
+
+    For a ``redis+sentinel://`` URL a :class:`SentinelRedis` on the group's current primary.
+    """
+    options: dict[str, Any] = {
+        "socket_connect_timeout": min(socket_timeout, 2.0),
+        "socket_timeout": socket_timeout,
+        "client_name": client_name,
+        "decode_responses": False,
+    }
+    group = make_sentinel(settings, client_name=client_name, socket_timeout=socket_timeout)
+    if group is None:
+        return aioredis.Redis.from_url(settings.url.get_secret_value(), **options)
+    sentinel, target = group
+    # redis-py's default retry backs off up to 1 s between reconnects; through a failover
+    # that is up to a second spent waiting after the promotion. Our callers retry anyway.
+    options["retry"] = Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), SENTINEL_RETRIES)
+    client: SentinelRedis = sentinel.master_for(
+        target.master,
+        redis_class=SentinelRedis,
+        connection_pool_class=FollowingPool,
+        db=target.db,
+        username=target.username,
+        password=target.password,
+        ssl=target.tls,
+        **options,
     )
+    client.sentinels, client.master_name = sentinel, target.master
+    return client

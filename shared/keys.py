@@ -49,6 +49,16 @@ class Keys:
         return f"{self.namespace}:seq"
 
     @property
+    def failover(self) -> str:
+        """Hash: the last Redis primary switch any process heard (at, primary, previous, by)."""
+        return f"{self.namespace}:failover"
+
+    @property
+    def handover(self) -> str:
+        """Pub/sub channel: a leader that released its lease names itself here (standbys)."""
+        return f"{self.namespace}:handover"
+
+    @property
     def invalidations(self) -> str:
         """Pub/sub channel every replica subscribes to."""
         return f"{self.namespace}:invalidations"

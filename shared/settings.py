@@ -20,6 +20,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shared.errors import ConfigError
+from shared.redis_url import parse_redis_url
 
 
 def _default_instance_id() -> str:
@@ -76,7 +77,14 @@ class RedisSettings(_Group):
         default=SecretStr("redis://localhost:6379/0"),
         validation_alias=AliasChoices("SCC_REDIS_URL", "url"),
     )
-    """Redis URL (``redis://``, ``rediss://`` for TLS, credentials allowed)."""
+    """Redis URL: ``redis://``, ``rediss://`` (TLS), ``unix://``, or a Sentinel group
+    ``redis+sentinel://[user:pw@]h:p[,h:p...]/MASTER[/DB]`` (``rediss+sentinel://`` for TLS)."""
+
+    sentinel_password: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("SCC_REDIS_SENTINEL_PASSWORD", "sentinel_password"),
+    )
+    """Password of the sentinels themselves (Sentinel URLs only; the URL's own is the primary's)."""
 
     namespace: str = Field(
         default="scc", validation_alias=AliasChoices("SCC_NAMESPACE", "namespace")
@@ -86,9 +94,7 @@ class RedisSettings(_Group):
     @field_validator("url")
     @classmethod
     def _redis_scheme(cls, value: SecretStr) -> SecretStr:
-        scheme = value.get_secret_value().split("://", 1)[0]
-        if scheme not in {"redis", "rediss", "unix"}:
-            raise ValueError("must start with redis://, rediss:// or unix://")
+        parse_redis_url(value.get_secret_value())  # ValueError names the bad part
         return value
 
     @field_validator("namespace")

@@ -8,14 +8,16 @@ it. The renewal is awaited under a timeout ending at ``valid_until``: a hung or 
 revokes leadership on time, and revoking cancels the leader's work at once.
 
 Redis side (``shared.scripts``): ``ACQUIRE`` is ``SET {ns}:leader <id> NX PX ttl`` +
-``INCR {ns}:epoch`` (the term's fencing token); ``RENEW`` and ``RELEASE`` only act while
-leader *and* epoch are still ours. Every other leader write is fenced the same way, and a
-refused write calls :meth:`Elector.step_down`.
+``INCR {ns}:epoch`` (the term's fencing token), confirmed on the Redis replicas with
+``WAIT`` before the term begins (:mod:`watcher.confirming`); ``RENEW`` and ``RELEASE``
+only act while leader *and* epoch are still ours. Every other leader write is fenced the
+same way, and a refused write calls :meth:`Elector.step_down`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -27,6 +29,7 @@ from redis.exceptions import RedisError
 from shared.errors import StoreUnavailable
 from shared.keys import Keys
 from shared.scripts import ACQUIRE, FENCED_OUT, RELEASE, RENEW
+from watcher.confirming import acquire_replicated, confirm_timeout_ms
 from watcher.errors import NotLeader
 from watcher.timing import SYSTEM_CLOCK, Backoff, Clock, wait_event
 
@@ -60,17 +63,35 @@ class RedisLease:
         self._redis = redis
         self._keys = [keys.leader, keys.epoch]
         self._leader = keys.leader
+        self._handover = keys.handover
         self._id = instance_id
         self._acquire = redis.register_script(ACQUIRE)
         self._renew = redis.register_script(RENEW)
         self._release = redis.register_script(RELEASE)
+        #: Acquisitions given back because the replicas did not confirm them.
+        self.unconfirmed = 0
 
     async def acquire(self, ttl_ms: int) -> int:
-        """``ACQUIRE``: the new epoch, or 0."""
+        """``ACQUIRE`` + ``WAIT`` (:mod:`watcher.confirming`): the new epoch, or 0.
+
+        A lease the replicas did not confirm in time is released and raises
+        :class:`StoreUnavailable`: the elector backs off and this instance does not lead.
+        """
         try:
-            return int(await self._acquire(keys=self._keys, args=[self._id, ttl_ms]))
+            got = await acquire_replicated(
+                self._redis, self._acquire, keys=self._keys, args=[self._id, ttl_ms], ttl_ms=ttl_ms
+            )
         except RedisError as e:
             raise StoreUnavailable(f"lease acquire failed: {e}") from e
+        if got.epoch == 0 or got.confirmed:
+            return got.epoch
+        self.unconfirmed += 1
+        with contextlib.suppress(StoreUnavailable):
+            await self.release(got.epoch)
+        raise StoreUnavailable(
+            f"lease epoch {got.epoch} reached {got.acknowledged} of {got.expected} Redis "
+            f"replicas within {confirm_timeout_ms(ttl_ms)} ms; released, not leading"
+        )
 
     async def renew(self, epoch: int, ttl_ms: int) -> bool:
         """``RENEW``: True, or False when fenced out."""
@@ -81,12 +102,15 @@ class RedisLease:
         return int(result) != FENCED_OUT
 
     async def release(self, epoch: int) -> bool:
-        """``RELEASE``: True if we deleted our own lease."""
+        """``RELEASE``, then announce the free lease on ``{ns}:handover``: True if it was ours."""
         try:
             result = await self._release(keys=self._keys, args=[self._id, epoch])
+            if int(result) == FENCED_OUT:
+                return False
+            await self._redis.publish(self._handover, self._id)
         except RedisError as e:
             raise StoreUnavailable(f"lease release failed: {e}") from e
-        return int(result) != FENCED_OUT
+        return True
 
     async def remaining_ms(self) -> int | None:
         """``PTTL {ns}:leader``."""
@@ -230,6 +254,7 @@ class Elector:
         self._clock = clock
         self._backoff = backoff or Backoff(base=timing.ttl / 10, cap=timing.ttl)
         self._next_renewal = 0.0
+        self._wake = asyncio.Event()
         #: Monotonic time the loop last went round (standby readiness).
         self.alive_at: float | None = None
 
@@ -237,6 +262,10 @@ class Elector:
     def leadership(self) -> Leadership:
         """The toggle this elector drives."""
         return self._leadership
+
+    def wake(self) -> None:
+        """The lease was just released (``{ns}:handover``): a standby tries it at once."""
+        self._wake.set()
 
     def step_down(self, term: Term, reason: str) -> None:
         """Stop leading ``term`` now (a fenced write was refused); ignored for an old term."""
@@ -264,6 +293,7 @@ class Elector:
 
     async def _try_acquire(self, stop: asyncio.Event) -> None:
         started = self._clock.monotonic()
+        self._wake.clear()  # an announcement from now on ends the standby wait below
         try:
             async with asyncio.timeout(self._timing.ttl):
                 epoch = await self._lease.acquire(self._timing.ttl_ms)
@@ -287,7 +317,7 @@ class Elector:
         delay = self._timing.standby_poll
         if remaining is not None:
             delay = min(delay, remaining / 1000 + 0.002)
-        await wait_event(stop, delay)
+        await _wait_any(stop, self._wake, seconds=delay)
 
     async def _renew(self, term: Term) -> None:
         started = self._clock.monotonic()
@@ -345,3 +375,16 @@ class Elector:
             log.info("lease released", epoch=term.epoch)
         else:
             log.info("lease was no longer ours at release", epoch=term.epoch)
+
+
+async def _wait_any(*events: asyncio.Event, seconds: float) -> None:
+    """Return once any of ``events`` is set, or after ``seconds``."""
+    if any(e.is_set() for e in events):
+        return
+    waiters = [asyncio.create_task(e.wait(), name="watcher.standby-wait") for e in events]
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)

@@ -38,6 +38,8 @@ from watcher.timing import Clock, wait_event
 from watcher.translating import Draft
 
 log = structlog.get_logger("watcher.publishing")
+#: How often a leader whose heartbeats are withheld checks whether its stream is live.
+WITHHELD_POLL_S: Final = 0.005
 
 #: Default largest message (bytes) before a document is sent key-only with ``refetch``.
 DEFAULT_MAX_MESSAGE_BYTES: Final = 256 * 1024
@@ -307,4 +309,6 @@ async def run_heartbeats(
                 failing = True
             else:
                 failing = False
-        await wait_event(stop, interval)
+        # Withheld: look again soon, so a new leader's first heartbeat leaves the moment
+        # its stream is open, not one interval later.
+        await wait_event(stop, min(interval, WITHHELD_POLL_S) if withheld else interval)

@@ -7,7 +7,12 @@ hence the process — ends with an error so the orchestrator restarts it):
                      and cancels it the instant leadership is revoked;
 ``watcher.elector``  the lease loop;
 ``watcher.status``   rewrites ``{ns}:watcher:{id}``;
-``watcher.http``     health and metrics.
+``watcher.http``     health and metrics;
+``watcher.handover`` hears ``{ns}:handover`` (a leader that released its lease) and lets
+                     the elector take the lease at once instead of at its next poll;
+``watcher.sentinel`` (``redis+sentinel://`` only) follows ``+switch-master`` and closes
+                     every Redis connection the moment a replica is promoted, so a demoted
+                     primary that still accepts writes is not written to for seconds.
 
 Shutdown is a relay, so every step happens while the step before still holds: ``stop`` →
 the session stops intake, finishes its in-flight publish and saves the token (shielded)
@@ -24,11 +29,14 @@ from typing import Any
 import redis.asyncio as aioredis
 import structlog
 
+from shared.clients import SentinelRedis
 from shared.keys import Keys
 from shared.settings import Settings
 from shared.telemetry import Telemetry, render_metrics
 from watcher.electing import ElectionTiming, Elector, Leadership, Lease, RedisLease, Term
 from watcher.errors import NotLeader
+from watcher.failing_over import SwitchFollower
+from watcher.handing_over import HandoverListener
 from watcher.publishing import Channel, Publisher, RedisChannel, run_heartbeats
 from watcher.reporting import StatusWriter, WatcherStats, register_metrics
 from watcher.resuming import RedisTokenStore, TokenStore
@@ -73,6 +81,8 @@ class Watcher:
     ) -> None:
         instance_id = settings.process.instance_id
         keys = Keys(settings.redis.namespace)
+        #: Pub/sub listeners (handover, Sentinel) run only on a real Redis, not on test fakes.
+        self._listens = ports is None
         ports = ports or redis_ports(redis, keys, instance_id)
         timing = settings.timing
         self.settings = settings
@@ -125,6 +135,8 @@ class Watcher:
             metrics=lambda: render_metrics(telemetry),
         )
         self._stopping = False
+        self._redis = redis
+        self._keys = keys
 
     def stream_live(self) -> bool:
         """The change stream is open and answered (event or empty batch) within the limit."""
@@ -167,6 +179,23 @@ class Watcher:
                     ("watcher.status", self.status.run(elector_done), status_done),
                     ("watcher.http", self.http.serve(status_done), None),
                 ]
+                if self._listens:
+                    handover = HandoverListener(
+                        self._redis,
+                        self._keys.handover,
+                        instance_id=self.settings.process.instance_id,
+                        wake=self.elector.wake,
+                    )
+                    roots.append(("watcher.handover", handover.run(elector_done), None))
+                if self._listens and isinstance(self._redis, SentinelRedis):
+                    switches = SwitchFollower(
+                        self._redis,
+                        self._keys,
+                        leadership=self.leadership,
+                        publisher=self.publisher,
+                        healthy=self.stream_live,
+                    )
+                    roots.append(("watcher.sentinel", switches.run(status_done), None))
                 for name, body, done in roots:
                     tg.create_task(_supervised(name, body, done), name=name)
                 tg.create_task(self._mark_stopping(stop), name="watcher.stop-watch")

@@ -20,7 +20,7 @@ import asyncio
 import datetime
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, cast
 
 import structlog
 from bson.timestamp import Timestamp
@@ -183,6 +183,8 @@ class Follower:
         stream = await self._source.open(pos.token)
         self.streams_opened += 1
         self._stats.stream_open = True
+        self._stats.last_empty_batch_at = self._clock.wall()  # the server answered the open
+        stopped = asyncio.create_task(stop.wait(), name="watcher.stream-stop")
         try:
             if pos.resync_reason is not None:
                 # The stream is open first, so nothing after the replicas' reload is missed.
@@ -196,7 +198,10 @@ class Follower:
             self._stats.caught_up_at = None  # a new stream: unknown until it answers
             while not stop.is_set():
                 asked = self._clock.wall()
-                change = await stream.try_next()
+                got = await _next_unless_stopped(stream, stopped)
+                if got is _STOPPED:
+                    break  # a getMore left waiting: the next leader replays from the saved token
+                change = cast("Mapping[str, Any] | None", got)
                 self._backoff.reset()
                 if change is None:
                     self._stats.last_empty_batch_at = self._clock.wall()
@@ -213,6 +218,7 @@ class Follower:
                 pos.unsaved_changes += 1
                 await self._save(term, pos, force=False)
         finally:
+            stopped.cancel()
             self._stats.stream_open = False
             await _close_quietly(stream)
 
@@ -296,6 +302,22 @@ async def _settle(task: asyncio.Task[None]) -> None:
         await task
     except Exception as e:
         log.warning("final token save failed", error=type(e).__name__, detail=str(e))
+
+
+_STOPPED: Final = object()
+
+
+async def _next_unless_stopped(stream: ChangeStream, stopped: asyncio.Task[Any]) -> object:
+    """``stream.try_next()``, or :data:`_STOPPED` if ``stopped`` finishes while it waits."""
+    if stopped.done():
+        return _STOPPED
+    following = asyncio.ensure_future(stream.try_next())
+    await asyncio.wait({following, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    if following.done():
+        return following.result()  # a change that arrived is handled, even while stopping
+    following.cancel()
+    await asyncio.gather(following, return_exceptions=True)
+    return _STOPPED
 
 
 async def _close_quietly(stream: ChangeStream) -> None:

@@ -14,7 +14,6 @@ from pathlib import Path
 from tests.chaos.errors import ChaosError
 from tests.chaos.profile import Profile
 from tests.chaos.reporting import RunResult
-from tests.chaos.rig import Rig
 from tests.chaos.scenarios import Scenario
 
 
@@ -22,7 +21,7 @@ def run_scenario(
     scenario: Scenario, *, profile: Profile, seed: int, workdir_root: Path | None = None
 ) -> RunResult:
     """Start a fleet, inject ``scenario``'s fault, settle, judge, stop everything."""
-    rig = Rig(
+    rig = scenario.rig(
         scenario=scenario.name,
         seed=seed,
         profile=profile,

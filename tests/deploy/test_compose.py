@@ -62,7 +62,8 @@ def test_compose_file_validates_against_the_compose_spec() -> None:
 def test_the_services_are_the_ones_the_issue_names(compose: dict[str, Any]) -> None:
     """mongo:7 as replica set rs0, redis:7, a seed job, two watchers, three replicas."""
     services = compose["services"]
-    assert set(services) == {"mongo", "redis", "seed", *WATCHERS, *REPLICAS}
+    default = {n for n, s in services.items() if not s.get("profiles")}
+    assert default == {"mongo", "redis", "seed", *WATCHERS, *REPLICAS}
     assert services["mongo"]["image"] == "mongo:7"
     assert services["mongo"]["command"] == ["--replSet", "rs0", "--bind_ip_all"]
     assert services["redis"]["image"] == "redis:7"
@@ -176,6 +177,31 @@ def test_seed_script_the_compose_file_runs_is_in_the_image() -> None:
     dockerfile = (REPO / "Dockerfile").read_text()
     assert re.search(r"^COPY deploy/seed /app/seed$", dockerfile, re.MULTILINE)
     assert Path(REPO / "deploy" / "seed" / "seed.py").is_file()
+
+
+SENTINEL_PROFILE = {
+    "redis-primary", "redis-replica-1", "redis-replica-2", "sentinel-1", "sentinel-2",
+    "sentinel-3", "watcher-ha-1", "watcher-ha-2", "service-ha-1",
+}  # fmt: skip
+
+
+def test_the_sentinel_profile_reaches_redis_only_through_sentinel(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Profile sentinel: 1 primary, 2 replicas, 3 sentinels; its processes use a Sentinel URL."""
+    services = compose["services"]
+    profiled = {n for n, s in services.items() if s.get("profiles") == ["sentinel"]}
+    assert profiled == SENTINEL_PROFILE
+    for name in ("redis-replica-1", "redis-replica-2"):
+        assert "--replicaof" in services[name]["command"], name
+    for name in ("sentinel-1", "sentinel-2", "sentinel-3"):
+        script = services[name]["command"][2]
+        assert "sentinel monitor sccmaster redis-primary 6379 2" in script
+        assert "--sentinel" in script
+    for name in ("watcher-ha-1", "watcher-ha-2", "service-ha-1"):
+        env = _environment(services[name])
+        assert env["SCC_REDIS_URL"].startswith("redis+sentinel://sentinel-1:26379,"), name
+        assert_settings_load(env, monkeypatch)
 
 
 def test_redis_keeps_an_fsynced_append_only_file_on_a_volume(compose: dict[str, Any]) -> None:

@@ -316,7 +316,9 @@ def test_settings_are_real_variables_split_by_secrecy(
 ) -> None:
     """ConfigMap and Secret keys are SCC_* settings; secrets only in the Secret; they load."""
     variables = scc_variables()
-    docs = render(secrets={"messageHmacKey": "x" * 32, "ingestToken": "y" * 24})
+    docs = render(
+        secrets={"messageHmacKey": "x" * 32, "ingestToken": "y" * 24, "redisSentinelPassword": "z"}
+    )
     config = one(docs, "ConfigMap")["data"]
     secret = one(docs, "Secret")["stringData"]
     assert set(config) <= set(variables), sorted(set(config) - set(variables))

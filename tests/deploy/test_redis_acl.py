@@ -257,3 +257,18 @@ async def test_changing_the_patterns_as_documented_moves_the_user_to_another_nam
     finally:
         await client.aclose()
         admin.acl_deluser("payments")
+
+
+async def test_the_user_takes_announces_and_records_a_lease_as_a_watcher_does(
+    confined: aioredis.Redis,
+) -> None:
+    """RedisLease (INFO, ACQUIRE + WAIT, RELEASE + PUBLISH) and HGET run as the ACL user."""
+    from shared.keys import Keys
+    from watcher.electing import RedisLease
+
+    keys = Keys("scc")
+    lease = RedisLease(confined, keys, "w-acl")
+    epoch = await lease.acquire(5000)
+    assert epoch > 0
+    assert await lease.release(epoch)
+    assert await confined.hget(keys.failover, "primary") is None

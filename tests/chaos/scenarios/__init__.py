@@ -27,6 +27,9 @@ from tests.chaos.scenarios import (
     redis_outage,
     redis_restart,
     redis_tail_loss,
+    sentinel_kill,
+    sentinel_partition,
+    sentinel_switch,
     watchers_down,
 )
 
@@ -39,10 +42,12 @@ class Scenario:
     title: str
     run: Callable[[Rig], None]
     extra_env: dict[str, str] = field(default_factory=dict)
+    #: The rig class the scenario needs (a Sentinel group for the sentinel-* ones).
+    rig: type[Rig] = Rig
 
 
 SCENARIOS: tuple[Scenario, ...] = tuple(
-    Scenario(m.NAME, m.TITLE, m.run, dict(getattr(m, "EXTRA_ENV", {})))
+    Scenario(m.NAME, m.TITLE, m.run, dict(getattr(m, "EXTRA_ENV", {})), getattr(m, "RIG", Rig))
     for m in (
         leader_kill,
         leader_pause,
@@ -56,6 +61,9 @@ SCENARIOS: tuple[Scenario, ...] = tuple(
         poison_documents,
         dotted_key,
         redis_outage,
+        sentinel_kill,
+        sentinel_switch,
+        sentinel_partition,
     )
 )
 BY_NAME: dict[str, Scenario] = {s.name: s for s in SCENARIOS}

@@ -9,6 +9,7 @@ from scc.snapshot import (
     DeadLetter,
     DeadLetters,
     Leader,
+    RedisPrimary,
     Resume,
     Rules,
     Snapshot,
@@ -82,5 +83,15 @@ def snapshot(*, markup_in_data: str = "[bold red]not markup[/]") -> Snapshot:
             ],
         ),
         accepted=Accepted(stream="scc:events:accepted", length=1000),
+        redis=RedisPrimary(
+            via_sentinel=True,
+            master_name="sccmaster",
+            address="10.0.0.2:6379",
+            known_replicas=2,
+            last_failover_at=NOW - 60,
+            last_failover_age_s=60.0,
+            failover_from="10.0.0.1:6379",
+            not_resynced_since=["r-lag"],
+        ),  # fmt: skip
         problems=problems,
     )

@@ -47,7 +47,7 @@ def test_json_is_the_snapshot_valid_against_the_schema() -> None:
     assert "\x1b[" not in text and text.endswith("\n")
     document = json.loads(text)
     validate(document)
-    assert document["schema_version"] == 2
+    assert document["schema_version"] == 3
     assert document["dlq"]["newest"][0]["reason"] == "[bold red]not markup[/]"
     assert [r["marks"] for r in document["replicas"]] == [[], ["lagging"], ["silent"]]
 

@@ -59,6 +59,7 @@ def test_schema_fields_match_the_dataclasses() -> None:
         snap.DeadLetters: schema["$defs"]["dlq"],
         snap.Accepted: schema["$defs"]["accepted"],
         snap.Problem: schema["$defs"]["problem"],
+        snap.RedisPrimary: schema["$defs"]["redis"],
     }
     for cls, node in pairs.items():
         names = [f.name for f in dataclasses.fields(cls)]

@@ -1,0 +1,117 @@
+"""The ``redis+sentinel://`` URL form, parsed once so every process reads it the same way.
+
+Why a module of its own: redis-py parses ``redis://``, ``rediss://`` and ``unix://`` itself
+but has no parser for a Sentinel group, and the watcher, the service replicas and ``scc``
+must agree on what a URL means. The form is::
+
+    redis+sentinel://[user:password@]host1:port1[,host2:port2...]/MASTER_NAME[/DB]
+    rediss+sentinel://...   (TLS to the sentinels and to the primary)
+
+The userinfo authenticates against the primary (and its replicas); the sentinels' own
+password, if any, comes from ``SCC_REDIS_SENTINEL_PASSWORD``. A port may be left out
+(Sentinel's 26379), IPv6 hosts are written ``[::1]:26379``.
+
+Invariant: :func:`parse_redis_url` either returns a complete :class:`SentinelTarget`
+(at least one sentinel, a master name, a database index) or raises ``ValueError`` whose
+message names the part that is wrong -- never the password.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import unquote
+
+#: Schemes redis-py opens on its own.
+PLAIN_SCHEMES = frozenset({"redis", "rediss", "unix"})
+#: Schemes that name a Sentinel group (TLS for the second).
+SENTINEL_SCHEMES = frozenset({"redis+sentinel", "rediss+sentinel"})
+DEFAULT_SENTINEL_PORT = 26379
+
+
+@dataclass(frozen=True, slots=True)
+class SentinelTarget:
+    """A Sentinel group and the primary it watches, as a ``redis+sentinel://`` URL names them."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    master: str
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+
+
+def scheme_of(url: str) -> str:
+    """The scheme of ``url`` in lower case ("" when there is none)."""
+    head, sep, _ = url.partition("://")
+    return head.lower() if sep else ""
+
+
+def parse_redis_url(url: str) -> SentinelTarget | None:
+    """The Sentinel target of ``url``; None for a plain form redis-py reads itself.
+
+    Raises ``ValueError`` naming the problem for an unknown scheme or a malformed
+    Sentinel URL.
+    """
+    scheme = scheme_of(url)
+    if scheme in PLAIN_SCHEMES:
+        return None
+    if scheme not in SENTINEL_SCHEMES:
+        raise ValueError(
+            "must start with redis://, rediss://, unix://, redis+sentinel:// or rediss+sentinel://"
+        )
+    rest = url.split("://", 1)[1]
+    if "?" in rest or "#" in rest:
+        raise ValueError("a redis+sentinel URL takes no ?query or #fragment")
+    authority, _, path = rest.partition("/")
+    userinfo, at, hostlist = authority.rpartition("@")
+    username, password = _userinfo(userinfo) if at else (None, None)
+    master, db = _path(path)
+    return SentinelTarget(
+        sentinels=tuple(_host(h) for h in hostlist.split(",")),
+        master=master,
+        db=db,
+        username=username,
+        password=password,
+        tls=scheme == "rediss+sentinel",
+    )
+
+
+def _userinfo(userinfo: str) -> tuple[str | None, str | None]:
+    user, colon, password = userinfo.partition(":")
+    return (unquote(user) or None), (unquote(password) if colon else None)
+
+
+def _host(item: str) -> tuple[str, int]:
+    item = item.strip()
+    if item.startswith("["):  # [v6]:port or [v6]
+        host, bracket, after = item[1:].partition("]")
+        if not bracket or not host or (after and not after.startswith(":")):
+            raise ValueError(f"sentinel address {item!r} is not [ipv6]:port")
+        port_text = after[1:] if after else ""
+    else:
+        host, _, port_text = item.partition(":")
+        if not host or ":" in port_text:
+            raise ValueError(f"sentinel address {item!r} is not host:port")
+    if any(c.isspace() or c in "/@" for c in host):
+        raise ValueError(f"sentinel address {item!r} has a bad host name")
+    if not port_text:
+        return host, DEFAULT_SENTINEL_PORT
+    if not _is_number(port_text) or not 0 < int(port_text) < 65536:
+        raise ValueError(f"sentinel address {item!r} has no valid port (1-65535)")
+    return host, int(port_text)
+
+
+def _path(path: str) -> tuple[str, int]:
+    master_text, _, db_text = path.partition("/")
+    master = unquote(master_text)
+    if not master or any(c.isspace() for c in master):
+        raise ValueError("names no master: the path must be /MASTER_NAME[/DB]")
+    if not db_text:
+        return master, 0
+    if not _is_number(db_text):
+        raise ValueError(f"database {db_text!r} is not a non-negative integer (/MASTER_NAME/DB)")
+    return master, int(db_text)
+
+
+def _is_number(text: str) -> bool:
+    return text.isascii() and text.isdigit()
