@@ -119,9 +119,30 @@ def _flood_channel(rig: Rig, rng: random.Random) -> None:
         )
 
 
+def _all_in_sync(rig: Rig, timeout: float) -> bool:
+    """Every replica ready with nothing pending (the flood's reloads are over)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        bodies = [rig.http.get(f"{url}/health/cache").json() for url in rig.replica_urls().values()]
+        if all(b.get("pending_resync") is None and b.get("change_stream_active") for b in bodies):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _reloads(rig: Rig, name: str) -> int:
+    return sum(rig.resyncs(name).values())
+
+
 def _replay_at_next_seq(rig: Rig, timeout: float = 10.0) -> None:
-    """Replay a captured signed change under the next seq; every replica must catch it."""
+    """Replay a captured signed change under the next seq; every replica must catch it.
+
+    Caught means the genuine message with that seq was seen as a ``seq_conflict``; a
+    replica that was already reloading for another reason when the replay came is
+    corrected by that reload, so a reload of any reason after the injection counts too.
+    """
     assert rig.observer is not None
+    rig.check(_all_in_sync(rig, timeout), "replicas did not settle after the channel flood")
     pubsub = rig.redis.pubsub(ignore_subscribe_messages=True)
     pubsub.subscribe(rig.keys.invalidations)
     captured: bytes | None = None
@@ -136,16 +157,21 @@ def _replay_at_next_seq(rig: Rig, timeout: float = 10.0) -> None:
     if not rig.check(captured is not None, "no genuine upsert seen on the channel to replay"):
         return
     assert captured is not None
-    before = {name: rig.resyncs(name).get("seq_conflict", 0) for name in rig.fleet.replicas}
+    before = {name: _reloads(rig, name) for name in rig.fleet.replicas}
     body = orjson.loads(captured)
     body["seq"] = int(rig.redis.get(rig.keys.seq) or 0) + 1  # seq is outside the signature
     forged = orjson.dumps(body)
     rig.observer.mark_injected(forged)
     rig.redis.publish(rig.keys.invalidations, forged)
     rig.note("replayed_at_next_seq", body["seq"])
+    time.sleep(0.5)
+    rig.note(
+        "replay_caught_as_seq_conflict",
+        sum(rig.resyncs(name).get("seq_conflict", 0) > 0 for name in rig.fleet.replicas),
+    )
     for name in rig.fleet.replicas:
         deadline = time.monotonic() + timeout
-        while rig.resyncs(name).get("seq_conflict", 0) <= before[name]:
+        while _reloads(rig, name) <= before[name]:
             if time.monotonic() > deadline:
                 rig.check(False, f"{name} did not notice the replay at seq {body['seq']}")
                 break
