@@ -289,15 +289,19 @@ class ConfigCache:
         started, now = self._tick, self._clock()
         read_at = await self._read_floor()
         doc = await self._store.find_by_key(key)
-        if self._lost_race(key, started):
-            # A change was applied meanwhile. While the stream is live it is at least as new
-            # as this read, and answers. While it is not, it may be a replay older than the
-            # read (a watcher catching up): the read, which began after the lookup, answers.
-            return self._snap.by_key.get(key) if self._trusted() else doc
-        if self._reload_tick > started:
-            # Answer, but leave the new snapshot alone. While the stream is unconfirmed the
-            # cached entry may be older than this read, which began after the lookup.
-            return self._snap.by_key.get(key, doc) if self._trusted() else doc
+        raced = self._lost_race(key, started)
+        if raced or self._reload_tick > started:
+            # A change (or a reload) landed while we read. While the stream is live it is at
+            # least as new as this read, and the cache answers. While it is not, it may be a
+            # replay older than the read: the versions decide -- the read is installed when
+            # it is at least as new as everything known of the key and the document.
+            if self._trusted():
+                return self._snap.by_key.get(key) if raced else self._snap.by_key.get(key, doc)
+            doc_id = None if doc is None else doc.get("_id")
+            if read_at is None:
+                return doc
+            if not self._snap.admits_at(key, doc_id, read_at):
+                return self._snap.by_key.get(key)
         if doc is None:
             self._snap.stamp_key(key, read_at)  # empty as of then: older replays stay out
             self._remember_unknown(self._negative_keys, key, now)
