@@ -441,3 +441,23 @@ async def test_an_unconfirmed_read_through_racing_a_delete_answers_with_its_own_
     cache.apply_delete(None, doc_id="some-other-document")  # not cached: reads in flight yield
     store.gate.set()
     assert await lookup == config("k", v="new")
+
+
+async def test_an_unconfirmed_read_racing_an_older_replay_is_installed() -> None:
+    """A replayed change older than a read in flight does not stay cached over that read."""
+    clock, store = FakeClock(), FakeStore([{**config("k", v="current"), "_id": 1}])
+    cache = make_cache(store, clock)
+    warm(cache, clock, {**config("k", v="old"), "_id": 1})
+    cache.set_stream_active(False)
+    clock.advance(31)
+    store.time = (300, 0)
+    store.gate = asyncio.Event()
+    lookup = asyncio.create_task(cache.get_config_by_source_id("k"))
+    await store.entered.wait()
+    replayed = {**config("k", v="replayed"), "_id": 1}
+    cache.apply_upsert("k", replayed)  # a watcher catching up replays an older change
+    cache.snapshot.stamp(1, (150, 0))
+    cache.snapshot.stamp_key("k", (150, 0))
+    store.gate.set()
+    assert await lookup == {**config("k", v="current"), "_id": 1}
+    assert cache.snapshot.by_key["k"] == {**config("k", v="current"), "_id": 1}
