@@ -190,17 +190,27 @@ class ConfigCache:
     # ------------------------------------------------------ changes (subscriber)
     def apply_upsert(self, key: str, doc: Doc, *, reason: str = "upsert") -> None:
         """A message says ``key`` now is ``doc`` (and no longer any other key with its _id)."""
+        if self._put(key, doc):
+            self.invalidations["delete"] += 1
+        self.invalidations[reason] += 1
+
+    def _put(self, key: str, doc: Doc) -> bool:
+        """Cache ``doc`` at ``key`` as a change every read in flight must respect.
+
+        True when another key held the same ``_id`` (``put`` drops it: the key changed).
+        """
         self._note_change(key)
+        moved = False
         if "_id" in doc:
             previous = self._snap.key_for_id(doc["_id"])
             if previous is not None and previous != key:
-                self._note_change(previous)  # put() drops it; reads in flight must not revive it
-                self.invalidations["delete"] += 1
+                self._note_change(previous)  # reads in flight must not revive it
+                moved = True
         self._snap.put(key, doc)
-        self.invalidations[reason] += 1
         container = container_of(doc)
         if container is not None:
             self._negative_containers.pop(container, None)
+        return moved
 
     def apply_delete(self, key: str | None, doc_id: object = None) -> None:
         """A message says a document is gone: by ``_id`` when given, else by ``key``.
@@ -361,17 +371,9 @@ class ConfigCache:
         if old != doc:
             # Other reads still in flight began before this answer: they must not undo it
             # (a slower container read whose older result lacks this key, say).
-            self._note_change(key)
-            if "_id" in doc:
-                moved_from = self._snap.key_for_id(doc["_id"])
-                if moved_from is not None and moved_from != key:
-                    self._note_change(moved_from)
-            self._snap.put(key, doc)
+            self._put(key, doc)
             if old is not None:
                 self.invalidations["read_through"] += 1
-            container = container_of(doc)
-            if container is not None:
-                self._negative_containers.pop(container, None)
 
     def _remember_unknown(self, negative: dict[str, float], name: str, now: float) -> None:
         if self._negative_ttl_s <= 0:

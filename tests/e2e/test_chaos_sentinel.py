@@ -12,21 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos.profile import SHORT
-from tests.chaos.reporting import RunResult
-from tests.chaos.running import run_scenario
-from tests.chaos.scenarios import BY_NAME
-
-SEED = 1
-e2e = pytest.mark.e2e
-
-
-def run(name: str, tmp_path: Path) -> RunResult:
-    """Run scenario ``name`` (short profile, seed 1) and fail with its full report if needed."""
-    result = run_scenario(BY_NAME[name], profile=SHORT, seed=SEED, workdir_root=tmp_path)
-    assert result.divergences == 0, result.describe()
-    assert result.ok, result.describe()
-    return result
+from tests.e2e.test_chaos_short import e2e, run  # one runner for every short scenario
 
 
 @e2e
