@@ -12,14 +12,15 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Final
+from typing import Any, Final, cast
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 import redis
+from redis.cluster import ClusterNode, RedisCluster
 from redis.sentinel import Sentinel
 
 from scc.errors import RedisUnavailable
-from shared.redis_url import parse_redis_url
+from shared.redis_url import ClusterTarget, parse_cluster_url, parse_redis_url
 
 #: ``CLIENT SETNAME`` of the CLI's connection, so ``CLIENT LIST`` shows who is looking.
 CLIENT_NAME: Final = "scc-cli"
@@ -78,7 +79,9 @@ def open_redis(url: str, *, timeout: float, sentinel_password: str | None = None
     """A synchronous client (bytes replies) whose connect and reads time out after ``timeout``.
 
     A ``redis+sentinel://`` URL gives a client of the group's current primary (asked of
-    the sentinels at connect; ``sentinel_password`` authenticates against them).
+    the sentinels at connect; ``sentinel_password`` authenticates against them); a
+    ``redis+cluster://`` URL gives redis-py's ``RedisCluster`` (under the type ``Redis``:
+    it offers the commands the CLI sends, each routed to the slot owner of its keys).
     """
     options: dict[str, Any] = {
         "socket_connect_timeout": timeout,
@@ -87,6 +90,9 @@ def open_redis(url: str, *, timeout: float, sentinel_password: str | None = None
         "decode_responses": False,
     }
     try:
+        cluster = parse_cluster_url(url)
+        if cluster is not None:
+            return _cluster_client(cluster, options)
         group = parse_redis_url(url)
         if group is None:
             return redis.Redis.from_url(url, **options)
@@ -115,6 +121,17 @@ def open_redis(url: str, *, timeout: float, sentinel_password: str | None = None
     )
     client.sentinels, client.master_name = sentinels, group.master
     return client
+
+
+def _cluster_client(target: ClusterTarget, options: dict[str, Any]) -> redis.Redis:
+    client = RedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],  # type: ignore[no-untyped-call]
+        username=target.username,
+        password=target.password,
+        ssl=target.tls,
+        **options,
+    )
+    return cast(redis.Redis, client)
 
 
 def describe(error: redis.RedisError, url: str) -> str:

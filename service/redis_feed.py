@@ -9,6 +9,8 @@ it turns every one of them into something the subscriber's rules handle:
   delivers another ``subscribe`` confirmation: passed on as :data:`SUBSCRIBED`, which
   the subscriber reads as "messages may have been lost";
 * every redis-py or socket error becomes :class:`FeedLost`, chained;
+* on a ``redis+cluster://`` client the channel is a shard channel (``SSUBSCRIBE``, see
+  :mod:`shared.channels`), on the shard that owns the namespace's slot;
 * on a ``redis+sentinel://`` client it also follows Sentinel's ``+switch-master``
   (:class:`~shared.sentinel_watching.SwitchWatch`): a promotion closes the connections at
   once, so the subscription moves to the new primary (and is read as a resubscription)
@@ -25,6 +27,7 @@ import structlog
 
 from service.errors import FeedLost
 from service.feed import SUBSCRIBED
+from shared.channels import next_message, subscribe
 from shared.clients import REDIS_DOWN_ERRORS, SentinelRedis
 from shared.keys import Keys
 from shared.sentinel_watching import SwitchWatch, stop_watch
@@ -79,9 +82,9 @@ class RedisFeed:
         channel = self._keys.invalidations
         try:
             async with asyncio.timeout(within_s):
-                await pubsub.subscribe(channel)
+                await subscribe(self._redis, pubsub, channel)
                 while True:
-                    reply = await pubsub.get_message(timeout=within_s)
+                    reply = await next_message(self._redis, pubsub, wait_s=within_s)
                     if reply is not None and reply.get("type") == "subscribe":
                         return
         except TimeoutError as e:
@@ -96,7 +99,7 @@ class RedisFeed:
         if self._pubsub is None:
             raise FeedLost("not subscribed")
         try:
-            reply = await self._pubsub.get_message(timeout=wait_s)
+            reply = await next_message(self._redis, self._pubsub, wait_s=wait_s)
         except REDIS_DOWN_ERRORS as e:
             raise FeedLost(f"pub/sub connection failed: {e}") from e
         if reply is None:

@@ -5,24 +5,27 @@ UTC datetimes and ``DATETIME_AUTO`` (out-of-range dates as ``DatetimeMS``), so a
 read by ``find`` equals the same document decoded from a message (see
 :mod:`shared.messages`). Redis: redis-py's asyncio client with bounded
 connect/read timeouts, so a dead or hung Redis surfaces as an error instead of a hang; a
-``redis+sentinel://`` URL gives a client that follows the group's primary through failovers.
+``redis+sentinel://`` URL gives a client that follows the group's primary through failovers;
+a ``redis+cluster://`` URL gives redis-py's ``RedisCluster`` (see :func:`make_cluster`).
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import redis.asyncio as aioredis
 from bson.binary import UuidRepresentation
 from bson.codec_options import CodecOptions, DatetimeConversion
 from pymongo import AsyncMongoClient
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialWithJitterBackoff
+from redis.cluster import RedisCluster as SyncRedisCluster
 from redis.exceptions import RedisError
 
-from shared.redis_url import SentinelTarget, parse_redis_url
+from shared.redis_url import SentinelTarget, parse_cluster_url, parse_redis_url
 from shared.settings import MongoSettings, RedisSettings
 
 #: What a Redis call raises when its connection is gone or unusable: redis-py's errors,
@@ -134,7 +137,9 @@ def make_redis(
 ) -> aioredis.Redis:
     """An asyncio Redis client (bytes responses) with bounded timeouts.
 
-    For a ``redis+sentinel://`` URL a :class:`SentinelRedis` on the group's current primary.
+    For a ``redis+sentinel://`` URL a :class:`SentinelRedis` on the group's current primary;
+    for a ``redis+cluster://`` URL a ``RedisCluster`` (typed as ``Redis``, see
+    :func:`make_cluster`).
     """
     options: dict[str, Any] = {
         "socket_connect_timeout": min(socket_timeout, 2.0),
@@ -142,6 +147,9 @@ def make_redis(
         "client_name": client_name,
         "decode_responses": False,
     }
+    cluster = make_cluster(settings.url.get_secret_value(), options)
+    if cluster is not None:
+        return cluster
     group = make_sentinel(settings, client_name=client_name, socket_timeout=socket_timeout)
     if group is None:
         return aioredis.Redis.from_url(settings.url.get_secret_value(), **options)
@@ -161,3 +169,43 @@ def make_redis(
     )
     client.sentinels, client.master_name = sentinel, target.master
     return client
+
+
+def make_cluster(url: str, options: dict[str, Any]) -> aioredis.Redis | None:
+    """redis-py's asyncio ``RedisCluster`` for a ``redis+cluster://`` URL (None otherwise).
+
+    Returned under the type ``Redis``: ``RedisCluster`` offers the same commands the
+    system uses (GET/MGET on one slot, scripts routed by their KEYS, pipelines, SCAN,
+    sharded pub/sub), but is not a subclass; code that must act differently in a cluster
+    asks :func:`is_cluster`. Every key of a namespace shares the hash tag ``{ns}``
+    (:mod:`shared.keys`), so each multi-key command and script touches one slot. The
+    client follows slot moves and failovers itself (``MOVED`` → refresh of the slot map).
+    """
+    target = parse_cluster_url(url)
+    if target is None:
+        return None
+    client = RedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],
+        username=target.username,
+        password=target.password,
+        ssl=target.tls,
+        # Follow a failover quickly: the default gives up after a few slow attempts.
+        retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.25), SENTINEL_RETRIES * 2),
+        **options,
+    )
+    return cast(aioredis.Redis, client)
+
+
+def is_cluster(client: object) -> bool:
+    """True for a Redis Cluster client, asyncio or not (sharded pub/sub, per-node commands)."""
+    return isinstance(client, RedisCluster | SyncRedisCluster)
+
+
+def slot_owner(client: object, key: str) -> tuple[str, int]:
+    """``host, port`` of the primary serving ``key``'s slot, as the cluster client sees it."""
+    if not isinstance(client, RedisCluster):
+        raise TypeError("slot_owner needs a RedisCluster client")
+    node = client.get_node_from_key(key)
+    if node is None:
+        raise RedisError(f"no node serves the slot of {key}")
+    return str(node.host), int(node.port)

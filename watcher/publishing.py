@@ -27,10 +27,11 @@ import structlog
 from opentelemetry.metrics import Histogram
 from redis.exceptions import RedisError
 
+from shared.channels import sharded
 from shared.errors import StoreUnavailable
 from shared.keys import Keys
 from shared.messages import Message, encode_body
-from shared.scripts import FENCED_OUT, PUBLISH
+from shared.scripts import FENCED_OUT, PUBLISH, PUBLISH_SHARDED
 from watcher.electing import Leadership, Term
 from watcher.errors import FencedOut
 from watcher.reporting import WatcherStats
@@ -73,7 +74,7 @@ class RedisChannel:
         self._keys = [keys.leader, keys.epoch, keys.seq, keys.term]
         self._channel = keys.invalidations
         self._id = instance_id
-        self._script = redis.register_script(PUBLISH)
+        self._script = redis.register_script(PUBLISH_SHARDED if sharded(redis) else PUBLISH)
 
     async def publish(
         self, body: bytes, *, epoch: int, incr: bool, term_id: str = "", floor: int = 0
