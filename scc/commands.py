@@ -43,6 +43,7 @@ from scc.rendering import (
     write_json,
 )
 from scc.snapshot import Rules, Snapshot
+from shared import layout
 from shared.keys import Keys
 from shared.settings import RedisSettings, SecuritySettings, TimingSettings, load_group
 
@@ -269,4 +270,33 @@ def dlq_command(args: argparse.Namespace, out: IO[str]) -> int:
         write_json(out, dlq)
     else:
         make_console(out).print(dlq_table(dlq))
+    return EXIT_OK
+
+
+def migrate_keys_command(args: argparse.Namespace, out: IO[str]) -> int:
+    """``scc migrate-keys``: copy the pre-hash-tag keys to the ``{ns}`` layout (shared.layout)."""
+    where = target(args)
+    console = make_console(out)
+    with _session(where) as client:
+        holder = layout.old_lease(client, where.keys)
+        if holder is not None and not args.force:
+            raise NotConfirmed(
+                f"refusing: watcher {holder!r} still holds the old lease "
+                f"{where.keys.namespace}:leader; stop every watcher first (or --force)"
+            )
+        steps = layout.plan(client, where.keys)
+        conflicts = [s for s in steps if s.action == "conflict"]
+        if args.dry_run or not steps:
+            for step in steps:
+                console.print(Text(layout.describe(step)))
+            console.print(Text(f"{len(steps)} old-layout key(s) under {where.keys.namespace!r}"))
+            return EXIT_OK
+        if conflicts and not args.force:
+            names = ", ".join(s.new for s in conflicts[:3])
+            raise NotConfirmed(
+                f"refusing: {len(conflicts)} key(s) exist in both layouts with different "
+                f"values ({names}); nothing copied; --force replaces the new ones"
+            )
+        for line in layout.apply(client, steps, force=args.force, delete_old=args.delete_old):
+            console.print(Text(line))
     return EXIT_OK
