@@ -100,7 +100,10 @@ def rules(args: argparse.Namespace) -> Rules:
 def _session(where: Target) -> Iterator[redis.Redis]:
     with translated_errors(where.url):
         client = open_redis(
-            where.url, timeout=where.timeout, sentinel_password=where.sentinel_password
+            where.url,
+            timeout=where.timeout,
+            sentinel_password=where.sentinel_password,
+            slot_key=where.keys.seq,
         )
         try:
             yield client

@@ -12,11 +12,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Final, cast
+from typing import Any, Final
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 import redis
 from redis.cluster import ClusterNode, RedisCluster
+from redis.crc import key_slot
+from redis.exceptions import RedisClusterException
 from redis.sentinel import Sentinel
 
 from scc.errors import RedisUnavailable
@@ -75,13 +77,15 @@ class SentinelClient(redis.Redis):
     master_name: str
 
 
-def open_redis(url: str, *, timeout: float, sentinel_password: str | None = None) -> redis.Redis:
+def open_redis(
+    url: str, *, timeout: float, sentinel_password: str | None = None, slot_key: str = ""
+) -> redis.Redis:
     """A synchronous client (bytes replies) whose connect and reads time out after ``timeout``.
 
     A ``redis+sentinel://`` URL gives a client of the group's current primary (asked of
     the sentinels at connect; ``sentinel_password`` authenticates against them); a
-    ``redis+cluster://`` URL gives redis-py's ``RedisCluster`` (under the type ``Redis``:
-    it offers the commands the CLI sends, each routed to the slot owner of its keys).
+    ``redis+cluster://`` URL gives a :class:`ShardClient` of the master that owns
+    ``slot_key``'s slot (any key of the namespace: they share one slot).
     """
     options: dict[str, Any] = {
         "socket_connect_timeout": timeout,
@@ -92,7 +96,7 @@ def open_redis(url: str, *, timeout: float, sentinel_password: str | None = None
     try:
         cluster = parse_cluster_url(url)
         if cluster is not None:
-            return _cluster_client(cluster, options)
+            return _shard_client(cluster, slot_key or "{scc}", options)
         group = parse_redis_url(url)
         if group is None:
             return redis.Redis.from_url(url, **options)
@@ -123,15 +127,48 @@ def open_redis(url: str, *, timeout: float, sentinel_password: str | None = None
     return client
 
 
-def _cluster_client(target: ClusterTarget, options: dict[str, Any]) -> redis.Redis:
-    client = RedisCluster(
-        startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],  # type: ignore[no-untyped-call]
+class ShardClient(redis.Redis):
+    """A client of the master owning one namespace's slot in a Redis Cluster.
+
+    Every key and channel of a namespace carries the hash tag ``{ns}``, so one node holds
+    all of them: the CLI talks to that node alone (its pipelines, ``SCAN``, ``TIME`` and
+    ``PUBSUB SHARDNUMSUB`` all apply as they are), instead of through ``RedisCluster``,
+    whose pipelines refuse keyless commands. :attr:`cluster_shard` makes pub/sub sharded.
+    """
+
+    cluster_shard = True
+    address: str
+    replicas: int
+
+
+def _shard_client(target: ClusterTarget, slot_key: str, options: dict[str, Any]) -> redis.Redis:
+    """Ask the startup nodes who owns ``slot_key``'s slot; a :class:`ShardClient` of it."""
+    try:
+        cluster = RedisCluster(
+            startup_nodes=[ClusterNode(h, p) for h, p in target.nodes],  # type: ignore[no-untyped-call]
+            username=target.username,
+            password=target.password,
+            ssl=target.tls,
+            **options,
+        )
+    except RedisClusterException as e:  # no startup node answered CLUSTER SLOTS
+        raise redis.ConnectionError(str(e)) from e
+    try:
+        nodes = cluster.nodes_manager.slots_cache.get(key_slot(slot_key.encode())) or []
+    finally:
+        cluster.close()
+    if not nodes:
+        raise redis.ConnectionError(f"no cluster node serves the slot of {slot_key}")
+    client = ShardClient(
+        host=nodes[0].host,
+        port=nodes[0].port,
         username=target.username,
         password=target.password,
         ssl=target.tls,
         **options,
     )
-    return cast(redis.Redis, client)
+    client.address, client.replicas = f"{nodes[0].host}:{nodes[0].port}", len(nodes) - 1
+    return client
 
 
 def describe(error: redis.RedisError, url: str) -> str:

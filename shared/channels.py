@@ -35,8 +35,13 @@ async def publish(client: Any, channel: str, message: str | bytes) -> int:
 
 
 async def subscribe(client: Any, pubsub: Any, channel: str) -> None:
-    """``SSUBSCRIBE`` in a cluster, else ``SUBSCRIBE``, on ``pubsub`` (made by ``client``)."""
+    """``SSUBSCRIBE`` in a cluster, else ``SUBSCRIBE``, on ``pubsub`` (made by ``client``).
+
+    redis-py picks the shard channel's node from the client's slot map without loading
+    it, so a cluster client is initialized first (a no-op once the map is known).
+    """
     if sharded(client):
+        await client.initialize()
         await pubsub.ssubscribe(channel)
     else:
         await pubsub.subscribe(channel)

@@ -197,8 +197,14 @@ def make_cluster(url: str, options: dict[str, Any]) -> aioredis.Redis | None:
 
 
 def is_cluster(client: object) -> bool:
-    """True for a Redis Cluster client, asyncio or not (sharded pub/sub, per-node commands)."""
-    return isinstance(client, RedisCluster | SyncRedisCluster)
+    """True for a Redis Cluster client (sharded pub/sub, per-node commands).
+
+    That is redis-py's ``RedisCluster`` (asyncio or not), or a client of one cluster node
+    that says so with a true ``cluster_shard`` attribute (``scc``'s shard client).
+    """
+    if isinstance(client, RedisCluster | SyncRedisCluster):
+        return True
+    return getattr(client, "cluster_shard", False) is True
 
 
 def slot_owner(client: object, key: str) -> tuple[str, int]:

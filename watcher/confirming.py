@@ -87,9 +87,13 @@ async def _acquire_on_owner(
     map is refreshed and the error raised, so the elector's next attempt goes to the new
     owner.
     """
-    node = cluster.get_node_from_key(keys[0])
+    try:
+        await cluster.initialize()  # no-op once the slot map is known
+        node = cluster.get_node_from_key(keys[0])
+    except RedisClusterException as e:  # no node reachable, or the slot is not covered
+        raise RedisConnectionError(f"no cluster node serves {keys[0]}: {e}") from e
     if node is None:
-        raise RedisError(f"no node serves the slot of {keys[0]}")
+        raise RedisConnectionError(f"no node serves the slot of {keys[0]}")
     try:
         info: dict[str, Any] = await node.execute_command("INFO", "replication")
         expected = int(info.get("connected_slaves", 0) or 0)

@@ -1,0 +1,138 @@
+"""Every component through a ``redis+cluster://`` URL, against a real 3-master Redis Cluster.
+
+The fenced scripts must run on the one slot of ``{ns}`` (and still refuse a deposed
+leader), the invalidation channel must be a shard channel, and the watcher, a service
+replica and ``scc inspect`` must keep working when the master owning that slot dies.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+from pymongo import MongoClient
+
+from scc.__main__ import main as scc_main
+from shared.channels import subscribe
+from shared.clients import is_cluster, make_redis, slot_owner
+from shared.keys import Keys
+from shared.settings import RedisSettings
+from tests.integration.ha.test_sentinel_url import wait_served
+from tests.support.cluster_fleet import ClusterFleet, running_cluster_fleet
+from tests.support.fleet import ROOT
+from tests.support.redis_cluster import RedisClusterRig
+from watcher.electing import RedisLease
+from watcher.errors import FencedOut
+from watcher.publishing import RedisChannel
+
+pytestmark = pytest.mark.e2e
+NAMESPACE = "ha-cluster"
+ENV = {"SCC_HEARTBEAT_INTERVAL_MS": "200", "SCC_LEADER_TTL_MS": "1000"}
+
+
+async def test_fenced_scripts_run_on_one_slot_and_refuse_a_deposed_leader(
+    redis_cluster: RedisClusterRig,
+) -> None:
+    """Acquire, publish (SPUBLISH, received by SSUBSCRIBE) and fencing all work in a cluster."""
+    keys = Keys(NAMESPACE)
+    client = make_redis(RedisSettings(url=SecretStr(redis_cluster.url())), client_name="t")
+    assert is_cluster(client)
+    pubsub: Any = client.pubsub()
+    try:
+        await subscribe(client, pubsub, keys.invalidations)
+        assert (await pubsub.get_sharded_message(timeout=2))["type"] == "ssubscribe"
+        first, second = RedisLease(client, keys, "w-1"), RedisLease(client, keys, "w-2")
+        epoch = await first.acquire(5000)
+        assert epoch == 1 and await second.acquire(5000) == 0
+        channel = RedisChannel(client, keys, "w-1")
+        assert await channel.publish(b'{"kind":"heartbeat"}', epoch=epoch, incr=True) == 1
+        message = await pubsub.get_sharded_message(ignore_subscribe_messages=True, timeout=2)
+        assert message["type"] == "smessage" and message["data"].startswith(b'{"seq":1,')
+        await client.delete(keys.leader)  # the lease ran out while w-1 was paused
+        assert await second.acquire(5000) == 2
+        with pytest.raises(FencedOut):
+            await channel.publish(b'{"kind":"heartbeat"}', epoch=epoch, incr=True)
+        assert int(await client.get(keys.seq)) == 1, "the deposed leader took no seq"
+        owner = redis_cluster.owner_of(keys.seq)
+        assert slot_owner(client, keys.seq) == ("127.0.0.1", owner.port)
+        with owner.client() as direct:  # every key of the namespace lives on that one node
+            assert direct.get(keys.epoch) == b"2" and direct.get(keys.leader) == b"w-2"
+    finally:
+        await pubsub.aclose()
+        await client.aclose()
+
+
+@pytest.fixture
+def ha() -> Iterator[ClusterFleet]:
+    """A cluster, the MongoDB double, one watcher and one ready replica on the cluster URL."""
+    with running_cluster_fleet(namespace=NAMESPACE, extra_env=ENV) as started:
+        started.fleet.start_watcher("w-1")
+        started.fleet.start_watcher("w-2")
+        started.fleet.start_replica("r-1")
+        yield started
+
+
+def _write(ha: ClusterFleet, key: str, version: int) -> None:
+    client: MongoClient[dict[str, Any]] = MongoClient(ha.fleet.mongo_uri)
+    with client:
+        coll = client[ha.fleet.database][ha.fleet.collection]
+        coll.update_one({"source_id": key}, {"$set": {"v": version}}, upsert=True)
+
+
+def _inspect(url: str) -> tuple[int, dict[str, Any]]:
+    out = io.StringIO()
+    status = scc_main(["inspect", "--json", "--redis-url", url, "--namespace", NAMESPACE], out=out)
+    return status, (json.loads(out.getvalue()) if out.getvalue() else {})
+
+
+def _inspect_until_healthy(url: str, timeout: float = 20.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    status, doc = _inspect(url)
+    while status != 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+        status, doc = _inspect(url)
+    assert status == 0, doc
+    return doc
+
+
+@pytest.mark.timeout(150)
+def test_fleet_follows_a_slot_owner_failover(ha: ClusterFleet) -> None:
+    """Changes reach the replica before and after the {ns} slot owner is SIGKILLed."""
+    replica = ha.fleet.replicas["r-1"]
+    for i in range(5):
+        _write(ha, f"k{i}", 1)
+    for i in range(5):
+        wait_served(replica.url, f"k{i}", 1)
+    doc = _inspect_until_healthy(ha.url)
+    keys = Keys(NAMESPACE)
+    owner = ha.cluster.owner_of(keys.seq)
+    assert doc["redis"]["address"] == f"127.0.0.1:{owner.port}"
+
+    owner.kill()
+    new_owner = ha.cluster.wait_new_owner(keys.seq, owner)
+    for i in range(5):
+        _write(ha, f"k{i}", 2)
+    for i in range(5):
+        wait_served(replica.url, f"k{i}", 2, timeout=60)
+    doc = _inspect_until_healthy(ha.url, timeout=30)
+    assert doc["redis"]["address"] == f"127.0.0.1:{new_owner.port}"
+    assert doc["leader"]["instance_id"] in {"w-1", "w-2"}
+
+
+def test_url_check_runs_before_anything_connects() -> None:
+    """A process given a bad cluster URL stops at start with one line naming the variable."""
+    env = {"PATH": "", "SCC_REDIS_URL": "redis+cluster://h:1/3", "SCC_MONGODB_URI": "mongodb://x"}
+    done = subprocess.run(
+        [sys.executable, "-m", "watcher"], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=30, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "SCC_REDIS_URL" in lines[0] and "no /DB path" in lines[0]
