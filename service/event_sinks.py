@@ -221,7 +221,9 @@ class RedisEventSink:
         wait = self._limits.min_replicas
         async with self._redis.pipeline(transaction=False) as pipe:
             for entry in batch:
-                pipe.evalsha(self._sha, 2, *entry.keys, *entry.args)
+                # As a raw command: redis-py's cluster pipeline blocks its evalsha() helper
+                # but routes EVALSHA by its keys (one {ns} slot) like any keyed command.
+                pipe.execute_command("EVALSHA", self._sha, 2, *entry.keys, *entry.args)
             if wait:
                 pipe.execute_command("WAIT", wait, self._limits.replica_timeout_ms)
             results: list[Any] = await pipe.execute(raise_on_error=False)
