@@ -51,14 +51,13 @@ async def next_message(
     client: Any, pubsub: Any, *, wait_s: float, ignore_subscribe_messages: bool = False
 ) -> dict[str, Any] | None:
     """The next reply on ``pubsub`` (``get_sharded_message`` in a cluster), types made plain."""
+    options: dict[str, Any] = {"timeout": wait_s}
+    if ignore_subscribe_messages:
+        options["ignore_subscribe_messages"] = True
     if sharded(client):
-        reply = await pubsub.get_sharded_message(
-            ignore_subscribe_messages=ignore_subscribe_messages, timeout=wait_s
-        )
+        reply = await pubsub.get_sharded_message(**options)
     else:
-        reply = await pubsub.get_message(
-            ignore_subscribe_messages=ignore_subscribe_messages, timeout=wait_s
-        )
+        reply = await pubsub.get_message(**options)
     if reply is None:
         return None
     kind = reply.get("type")
