@@ -124,6 +124,9 @@ def test_fleet_follows_a_slot_owner_failover(ha: ClusterFleet) -> None:
     doc = _inspect_until_healthy(ha.url, timeout=30)
     assert doc["redis"]["address"] == f"127.0.0.1:{new_owner.port}"
     assert doc["leader"]["instance_id"] in {"w-1", "w-2"}
+    assert doc["channel"]["subscribers"] >= 1, "SHARDNUMSUB counts the replica"
+    resync = ["resync", "--redis-url", ha.url, "--namespace", NAMESPACE]
+    assert scc_main(resync, out=io.StringIO()) == 0, "scc resync publishes (SPUBLISH) on the shard"
 
 
 def test_url_check_runs_before_anything_connects() -> None:
