@@ -7,6 +7,7 @@ replica and ``scc inspect`` must keep working when the master owning that slot d
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import subprocess
@@ -29,6 +30,7 @@ from tests.support.cluster_fleet import ClusterFleet, running_cluster_fleet
 from tests.support.fleet import ROOT
 from tests.support.redis_cluster import RedisClusterRig
 from watcher.electing import RedisLease
+from watcher.handing_over import HandoverListener
 from watcher.errors import FencedOut
 from watcher.publishing import RedisChannel
 
@@ -66,6 +68,28 @@ async def test_fenced_scripts_run_on_one_slot_and_refuse_a_deposed_leader(
             assert direct.get(keys.epoch) == b"2" and direct.get(keys.leader) == b"w-2"
     finally:
         await pubsub.aclose()
+        await client.aclose()
+
+
+async def test_a_released_lease_is_announced_on_the_shard_channel(
+    redis_cluster: RedisClusterRig,
+) -> None:
+    """RELEASE announces on {ns}:handover (SPUBLISH); a standby's listener hears it at once."""
+    keys = Keys(NAMESPACE)
+    client = make_redis(RedisSettings(url=SecretStr(redis_cluster.url())), client_name="t")
+    woke, until = asyncio.Event(), asyncio.Event()
+    listener = HandoverListener(client, keys.handover, instance_id="w-2", wake=woke.set)
+    task = asyncio.create_task(listener.run(until))
+    try:
+        lease = RedisLease(client, keys, "w-1")
+        epoch = await lease.acquire(5000)
+        await asyncio.sleep(0.5)  # the listener has subscribed (SSUBSCRIBE) by now
+        assert await lease.release(epoch)
+        await asyncio.wait_for(woke.wait(), 2)
+        assert listener.heard == 1
+    finally:
+        until.set()
+        await asyncio.wait_for(task, 5)
         await client.aclose()
 
 
