@@ -149,6 +149,10 @@ def test_fleet_follows_a_slot_owner_failover(ha: ClusterFleet) -> None:
     assert doc["redis"]["address"] == f"127.0.0.1:{new_owner.port}"
     assert doc["leader"]["instance_id"] in {"w-1", "w-2"}
     assert doc["channel"]["subscribers"] >= 1, "SHARDNUMSUB counts the replica"
+    shown = io.StringIO()
+    scc_main(["inspect", "--redis-url", ha.url, "--namespace", NAMESPACE], out=shown)
+    line = f"primary 127.0.0.1:{new_owner.port} (cluster slot owner, 0 replica(s))"
+    assert line in shown.getvalue(), "the promoted replica's old master is dead: no replica"
     resync = ["resync", "--redis-url", ha.url, "--namespace", NAMESPACE]
     assert scc_main(resync, out=io.StringIO()) == 0, "scc resync publishes (SPUBLISH) on the shard"
 
