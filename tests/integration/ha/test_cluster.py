@@ -30,8 +30,8 @@ from tests.support.cluster_fleet import ClusterFleet, running_cluster_fleet
 from tests.support.fleet import ROOT
 from tests.support.redis_cluster import RedisClusterRig
 from watcher.electing import RedisLease
-from watcher.handing_over import HandoverListener
 from watcher.errors import FencedOut
+from watcher.handing_over import HandoverListener
 from watcher.publishing import RedisChannel
 
 pytestmark = pytest.mark.e2e
