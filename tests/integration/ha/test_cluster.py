@@ -167,3 +167,37 @@ def test_url_check_runs_before_anything_connects() -> None:
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "SCC_REDIS_URL" in lines[0] and "no /DB path" in lines[0]
+
+
+#: What deploy/redis-acl.conf says a cluster deployment adds to the ACL user's rules.
+CLUSTER_ACL = (
+    "+spublish +ssubscribe +sunsubscribe +pubsub|shardnumsub +cluster|slots "
+    "+cluster|shards +command +readonly +asking"
+)
+
+
+async def test_the_acl_user_with_the_cluster_additions_runs_the_fenced_path(
+    redis_cluster: RedisClusterRig,
+) -> None:
+    """deploy/redis-acl.conf's user plus its documented cluster rules suffices in a cluster."""
+    from tests.deploy.test_redis_acl import ACL_FILE, PASSWORD, RULES
+
+    assert all(rule in ACL_FILE.read_text() for rule in CLUSTER_ACL.split())
+    for node in redis_cluster.nodes:
+        with node.client() as admin:
+            admin.execute_command("ACL", "SETUSER", "scc", *RULES, *CLUSTER_ACL.split())
+    keys = Keys("scc")
+    url = redis_cluster.url().replace("://", f"://scc:{PASSWORD}@")
+    client = make_redis(RedisSettings(url=SecretStr(url)), client_name="acl")
+    pubsub: Any = client.pubsub()
+    try:
+        await subscribe(client, pubsub, keys.invalidations)
+        assert (await pubsub.get_sharded_message(timeout=2))["type"] == "ssubscribe"
+        epoch = await RedisLease(client, keys, "w-1").acquire(5000)
+        assert await RedisChannel(client, keys, "w-1").publish(b'{"k":1}', epoch=epoch, incr=True)
+        message = await pubsub.get_sharded_message(ignore_subscribe_messages=True, timeout=2)
+        assert message is not None and message["data"].startswith(b'{"seq":1,')
+        assert await client.mget([keys.seq, keys.epoch]) == [b"1", b"1"]
+    finally:
+        await pubsub.aclose()
+        await client.aclose()
