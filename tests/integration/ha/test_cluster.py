@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from pydantic import SecretStr
 from pymongo import MongoClient
@@ -110,6 +111,22 @@ def _write(ha: ClusterFleet, key: str, version: int) -> None:
         coll.update_one({"source_id": key}, {"$set": {"v": version}}, upsert=True)
 
 
+def _wait_listening(ha: ClusterFleet, name: str, timeout: float = 30.0) -> None:
+    """Until replica ``name`` reports its stream active at the seq the slot owner holds."""
+    owner = ha.cluster.owner_of(Keys(NAMESPACE).seq)
+    url = ha.fleet.replicas[name].url
+    deadline = time.monotonic() + timeout
+    health: Any = None
+    while time.monotonic() < deadline:
+        with owner.client() as client:
+            seq = int(client.get(Keys(NAMESPACE).seq) or 0)
+        health = httpx.get(f"{url}/health/cache", timeout=2).json()
+        if health.get("change_stream_active") and health.get("last_seq") == seq:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{name} is not listening on the new owner: {health}")
+
+
 def _inspect(url: str) -> tuple[int, dict[str, Any]]:
     out = io.StringIO()
     status = scc_main(["inspect", "--json", "--redis-url", url, "--namespace", NAMESPACE], out=out)
@@ -145,6 +162,7 @@ def test_fleet_follows_a_slot_owner_failover(ha: ClusterFleet) -> None:
         _write(ha, f"k{i}", 2)
     for i in range(5):
         wait_served(replica.url, f"k{i}", 2, timeout=60)
+    _wait_listening(ha, "r-1")
     doc = _inspect_until_healthy(ha.url, timeout=30)
     assert doc["redis"]["address"] == f"127.0.0.1:{new_owner.port}"
     assert doc["leader"]["instance_id"] in {"w-1", "w-2"}
@@ -155,6 +173,27 @@ def test_fleet_follows_a_slot_owner_failover(ha: ClusterFleet) -> None:
     assert line in shown.getvalue(), "the promoted replica's old master is dead: no replica"
     resync = ["resync", "--redis-url", ha.url, "--namespace", NAMESPACE]
     assert scc_main(resync, out=io.StringIO()) == 0, "scc resync publishes (SPUBLISH) on the shard"
+
+
+@pytest.mark.timeout(150)
+def test_fleet_follows_a_planned_cluster_failover(ha: ClusterFleet) -> None:
+    """CLUSTER FAILOVER on the slot owner's replica: the old owner is demoted, not dead;
+    the replica's shard subscription must move to the new owner (no silent unsubscribe)."""
+    replica = ha.fleet.replicas["r-1"]
+    _write(ha, "p", 1)
+    wait_served(replica.url, "p", 1)
+    keys = Keys(NAMESPACE)
+    owner = ha.cluster.owner_of(keys.seq)
+    promoted = ha.cluster.replica_of(owner)
+    with promoted.client() as client:
+        client.execute_command("CLUSTER", "FAILOVER")
+    assert ha.cluster.wait_new_owner(keys.seq, owner) is promoted
+    for version in range(2, 6):
+        _write(ha, "p", version)
+        wait_served(replica.url, "p", version, timeout=30)
+    _wait_listening(ha, "r-1")
+    doc = _inspect_until_healthy(ha.url, timeout=30)
+    assert doc["channel"]["subscribers"] >= 1, "the replica listens on the new owner"
 
 
 def test_url_check_runs_before_anything_connects() -> None:
