@@ -128,8 +128,8 @@ class LegacyKeys(Keys):
     """The names of the layout before hash tags: ``ns:leader``, ``ns:seq``, ...
 
     Only ``scc migrate-keys`` and the watcher's start-up check read these; nothing writes
-    them any more. Braces in these names were never special, so the namespace rule is the
-    same as :class:`Keys`'.
+    them any more. The namespace rule is :class:`Keys`' (a namespace with a brace, allowed
+    then, cannot be carried over: it has no valid new name).
     """
 
     @property
@@ -151,4 +151,6 @@ def durable_pairs(keys: Keys) -> list[tuple[str, str]]:
 
 
 def _escape_glob(text: str) -> str:
+    """``text`` with Redis glob specials (``* ? [ ] \\``) escaped; ``{`` and ``}`` are plain
+    characters to ``SCAN MATCH`` (Redis' ``stringmatchlen``), so the hash tag needs none."""
     return _GLOB_SPECIAL.sub(r"\\\1", text)
