@@ -44,6 +44,7 @@ from scc.rendering import (
 )
 from scc.snapshot import Rules, Snapshot
 from shared import layout
+from shared.channels import sharded
 from shared.keys import Keys
 from shared.settings import RedisSettings, SecuritySettings, TimingSettings, load_group
 
@@ -281,6 +282,11 @@ def migrate_keys_command(args: argparse.Namespace, out: IO[str]) -> int:
     where = target(args)
     console = make_console(out)
     with _session(where) as client:
+        if sharded(client):
+            raise NotConfirmed(
+                "nothing to migrate in a Redis Cluster: the layout before {ns} hash tags "
+                "never ran on one (its scripts span slots); migrate on the old Redis"
+            )
         holder = layout.old_lease(client, where.keys)
         if holder is not None and not args.force:
             raise NotConfirmed(

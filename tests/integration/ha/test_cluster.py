@@ -171,6 +171,9 @@ def test_fleet_follows_a_slot_owner_failover(ha: ClusterFleet) -> None:
     scc_main(["inspect", "--redis-url", ha.url, "--namespace", NAMESPACE], out=shown)
     line = f"primary 127.0.0.1:{new_owner.port} (cluster slot owner, 0 replica(s))"
     assert line in shown.getvalue(), "the promoted replica's old master is dead: no replica"
+    err = io.StringIO()
+    migrate = ["migrate-keys", "--redis-url", ha.url, "--namespace", NAMESPACE]
+    assert scc_main(migrate, out=err) == 1, "a cluster never held the old layout"
     resync = ["resync", "--redis-url", ha.url, "--namespace", NAMESPACE]
     assert scc_main(resync, out=io.StringIO()) == 0, "scc resync publishes (SPUBLISH) on the shard"
 
