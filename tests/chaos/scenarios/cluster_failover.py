@@ -16,6 +16,7 @@ import time
 
 from tests.chaos.cluster_rig import ClusterRig
 from tests.chaos.rig import Rig
+from tests.support.sentinel_group import Node
 
 NAME = "cluster-failover"
 TITLE = "C1. Redis Cluster slot-owner SIGKILL mid-burst (cluster failover)"
@@ -43,5 +44,15 @@ def run(rig: Rig) -> None:
     time.sleep(rig.profile.burst_s)
     old.start()
     rig.cluster.wait_ok(timeout=60)
-    rig.check(rig.cluster.owner_of(rig.keys.seq) is not old or new is not old,
-              "the restarted node took the slot back without a failover")  # fmt: skip
+    rig.wait(lambda: _role(old) == "slave", timeout=20,
+             what="the killed master to rejoin as a replica")  # fmt: skip
+    # The cluster may move the slot again while the old master rejoins (its decision, not
+    # ours): the fleet must converge either way, which the shared checks verify.
+    settled = rig.cluster.owner_of(rig.keys.seq)
+    if settled is not new:
+        rig.note("settled_on_another_master", f"{settled.port} (promoted first: {new.port})")
+
+
+def _role(node: Node) -> str:
+    with node.client() as client:
+        return str(client.info("replication").get("role"))
