@@ -288,7 +288,9 @@ def migrate_keys_command(args: argparse.Namespace, out: IO[str]) -> int:
                 "never ran on one (its scripts span slots); migrate on the old Redis"
             )
         holder = layout.old_lease(client, where.keys)
-        if holder is not None and not args.force:
+        if holder is not None and args.dry_run:
+            console.print(Text(f"watcher {holder!r} holds the old lease: stop it first"))
+        elif holder is not None and not args.force:
             raise NotConfirmed(
                 f"refusing: watcher {holder!r} still holds the old lease "
                 f"{where.keys.namespace}:leader; stop every watcher first (or --force)"

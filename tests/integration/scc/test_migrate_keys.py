@@ -80,6 +80,9 @@ def test_a_running_old_watcher_is_refused(deployment: Deployment) -> None:
     run = deployment.scc("migrate-keys")
     assert run.status == 1 and "stop every watcher first" in run.err
     assert deployment.client.exists(deployment.keys.seq) == 0
+    dry = deployment.scc("migrate-keys", "--dry-run")
+    assert dry.status == 0 and "holds the old lease: stop it first" in dry.out
+    assert f"would copy {old.seq}" in dry.out
 
 
 def test_watcher_check_sees_old_layout_only(deployment: Deployment) -> None:
