@@ -96,7 +96,7 @@ async def test_a_released_lease_is_announced_on_the_shard_channel(
 
 @pytest.fixture
 def ha() -> Iterator[ClusterFleet]:
-    """A cluster, the MongoDB double, one watcher and one ready replica on the cluster URL."""
+    """A cluster, the MongoDB double, two watchers and one ready replica on the cluster URL."""
     with running_cluster_fleet(namespace=NAMESPACE, extra_env=ENV) as started:
         started.fleet.start_watcher("w-1")
         started.fleet.start_watcher("w-2")
