@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.clients import is_cluster
+from shared.cluster import is_cluster
 
 #: Sharded reply types and the plain names callers read.
 _PLAIN_TYPE = {"smessage": "message", "ssubscribe": "subscribe", "sunsubscribe": "unsubscribe"}
@@ -34,17 +34,19 @@ async def publish(client: Any, channel: str, message: str | bytes) -> int:
     return int(await client.publish(channel, message))
 
 
-async def subscribe(client: Any, pubsub: Any, channel: str) -> None:
+async def subscribe(client: Any, pubsub: Any, *channels: str) -> None:
     """``SSUBSCRIBE`` in a cluster, else ``SUBSCRIBE``, on ``pubsub`` (made by ``client``).
+
+    Several channels of one namespace share its slot, so one call subscribes them all.
 
     redis-py picks the shard channel's node from the client's slot map without loading
     it, so a cluster client is initialized first (a no-op once the map is known).
     """
     if sharded(client):
         await client.initialize()
-        await pubsub.ssubscribe(channel)
+        await pubsub.ssubscribe(*channels)
     else:
-        await pubsub.subscribe(channel)
+        await pubsub.subscribe(*channels)
 
 
 async def next_message(

@@ -5,27 +5,25 @@ UTC datetimes and ``DATETIME_AUTO`` (out-of-range dates as ``DatetimeMS``), so a
 read by ``find`` equals the same document decoded from a message (see
 :mod:`shared.messages`). Redis: redis-py's asyncio client with bounded
 connect/read timeouts, so a dead or hung Redis surfaces as an error instead of a hang; a
-``redis+sentinel://`` URL gives a client that follows the group's primary through failovers;
-a ``redis+cluster://`` URL gives redis-py's ``RedisCluster`` (see :func:`make_cluster`).
+``redis+sentinel://`` URL gives a client that follows the group's primary through failovers.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any, Final, cast
+from typing import Any, Final
 
 import redis.asyncio as aioredis
 from bson.binary import UuidRepresentation
 from bson.codec_options import CodecOptions, DatetimeConversion
 from pymongo import AsyncMongoClient
-from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.cluster import RedisCluster as SyncRedisCluster
 from redis.exceptions import RedisError
 
-from shared.redis_url import SentinelTarget, parse_cluster_url, parse_redis_url
+from shared.cluster import make_cluster
+from shared.redis_url import SentinelTarget, parse_redis_url
 from shared.settings import MongoSettings, RedisSettings
 
 #: What a Redis call raises when its connection is gone or unusable: redis-py's errors,
@@ -138,8 +136,7 @@ def make_redis(
     """An asyncio Redis client (bytes responses) with bounded timeouts.
 
     For a ``redis+sentinel://`` URL a :class:`SentinelRedis` on the group's current primary;
-    for a ``redis+cluster://`` URL a ``RedisCluster`` (typed as ``Redis``, see
-    :func:`make_cluster`).
+    for ``redis+cluster://`` redis-py's ``RedisCluster`` (:func:`shared.cluster.make_cluster`).
     """
     options: dict[str, Any] = {
         "socket_connect_timeout": min(socket_timeout, 2.0),
@@ -169,49 +166,3 @@ def make_redis(
     )
     client.sentinels, client.master_name = sentinel, target.master
     return client
-
-
-def make_cluster(url: str, options: dict[str, Any]) -> aioredis.Redis | None:
-    """redis-py's asyncio ``RedisCluster`` for a ``redis+cluster://`` URL (None otherwise).
-
-    Returned under the type ``Redis``: ``RedisCluster`` offers the same commands the
-    system uses (GET/MGET on one slot, scripts routed by their KEYS, pipelines, SCAN,
-    sharded pub/sub), but is not a subclass; code that must act differently in a cluster
-    asks :func:`is_cluster`. Every key of a namespace shares the hash tag ``{ns}``
-    (:mod:`shared.keys`), so each multi-key command and script touches one slot. The
-    client follows slot moves and failovers itself (``MOVED`` → refresh of the slot map).
-    """
-    target = parse_cluster_url(url)
-    if target is None:
-        return None
-    client = RedisCluster(
-        startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],
-        username=target.username,
-        password=target.password,
-        ssl=target.tls,
-        # Follow a failover quickly: the default gives up after a few slow attempts.
-        retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.25), SENTINEL_RETRIES * 2),
-        **options,
-    )
-    return cast(aioredis.Redis, client)
-
-
-def is_cluster(client: object) -> bool:
-    """True for a Redis Cluster client (sharded pub/sub, per-node commands).
-
-    That is redis-py's ``RedisCluster`` (asyncio or not), or a client of one cluster node
-    that says so with a true ``cluster_shard`` attribute (``scc``'s shard client).
-    """
-    if isinstance(client, RedisCluster | SyncRedisCluster):
-        return True
-    return getattr(client, "cluster_shard", False) is True
-
-
-def slot_owner(client: object, key: str) -> tuple[str, int]:
-    """``host, port`` of the primary serving ``key``'s slot, as the cluster client sees it."""
-    if not isinstance(client, RedisCluster):
-        raise TypeError("slot_owner needs a RedisCluster client")
-    node = client.get_node_from_key(key)
-    if node is None:
-        raise RedisError(f"no node serves the slot of {key}")
-    return str(node.host), int(node.port)

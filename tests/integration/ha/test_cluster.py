@@ -23,7 +23,8 @@ from pymongo import MongoClient
 
 from scc.__main__ import main as scc_main
 from shared.channels import subscribe
-from shared.clients import is_cluster, make_redis, slot_owner
+from shared.clients import make_redis
+from shared.cluster import is_cluster, slot_owner
 from shared.keys import Keys
 from shared.settings import RedisSettings
 from tests.integration.ha.test_sentinel_url import wait_served
