@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.cluster import is_cluster
+from shared.cluster import closed_mid_command, is_cluster
 
 #: Sharded reply types and the plain names callers read.
 _PLAIN_TYPE = {"smessage": "message", "ssubscribe": "subscribe", "sunsubscribe": "unsubscribe"}
@@ -44,7 +44,8 @@ async def subscribe(client: Any, pubsub: Any, *channels: str) -> None:
     """
     if sharded(client):
         await client.initialize()
-        await pubsub.ssubscribe(*channels)
+        with closed_mid_command():
+            await pubsub.ssubscribe(*channels)
     else:
         await pubsub.subscribe(*channels)
 
@@ -57,7 +58,8 @@ async def next_message(
     if ignore_subscribe_messages:
         options["ignore_subscribe_messages"] = True
     if sharded(client):
-        reply = await pubsub.get_sharded_message(**options)
+        with closed_mid_command():
+            reply = await pubsub.get_sharded_message(**options)
     else:
         reply = await pubsub.get_message(**options)
     if reply is None:

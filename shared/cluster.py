@@ -11,19 +11,63 @@ refresh of its slot map).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Final, cast
 
 import redis.asyncio as aioredis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.cluster import RedisCluster as SyncRedisCluster
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException, RedisError
 
 from shared.redis_url import parse_cluster_url
 
 #: Attempts of a cluster command (each after a slot-map refresh) before the caller sees it.
 CLUSTER_RETRIES: Final = 6
+
+
+@contextmanager
+def closed_mid_command() -> Iterator[None]:
+    """Re-raise redis-py's "connection closed under a command" as ``ConnectionError``.
+
+    redis-py 8.1's asyncio cluster client disconnects a failed node's connections while
+    another coroutine may be writing on one of them; that command then fails with
+    ``AttributeError: 'NoneType' object has no attribute 'writelines'`` (seen when the
+    slot owner is killed) instead of a ``RedisError``. Callers handle connection errors
+    (retry, step down, resubscribe); an ``AttributeError`` would kill their task.
+    """
+    try:
+        yield
+    except AttributeError as e:
+        raise RedisConnectionError(f"cluster connection closed under a command ({e})") from e
+
+
+class GuardedPipeline(ClusterPipeline):
+    """A cluster pipeline whose ``execute`` raises connection errors as ``RedisError``."""
+
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> Any:
+        """``ClusterPipeline.execute`` under :func:`closed_mid_command`."""
+        with closed_mid_command():
+            return await super().execute(raise_on_error, allow_redirections)
+
+
+class GuardedCluster(RedisCluster):
+    """``RedisCluster`` whose commands and pipelines fail with ``RedisError`` only."""
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        """``RedisCluster.execute_command`` under :func:`closed_mid_command`."""
+        with closed_mid_command():
+            return await super().execute_command(*args, **kwargs)
+
+    def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> ClusterPipeline:
+        """A :class:`GuardedPipeline` (as redis-py's, no shard hint in cluster mode)."""
+        if shard_hint:
+            raise RedisClusterException("shard_hint is deprecated in cluster mode")
+        # mypy reads a Protocol attribute of redis-py's as abstract; redis-py builds it.
+        return GuardedPipeline(self, transaction)  # type: ignore[abstract]
 
 
 def make_cluster(url: str, options: dict[str, Any]) -> aioredis.Redis | None:
@@ -37,7 +81,7 @@ def make_cluster(url: str, options: dict[str, Any]) -> aioredis.Redis | None:
     target = parse_cluster_url(url)
     if target is None:
         return None
-    client = RedisCluster(
+    client = GuardedCluster(
         startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],
         username=target.username,
         password=target.password,

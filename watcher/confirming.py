@@ -30,6 +30,8 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import MovedError, RedisClusterException, RedisError
 
+from shared.cluster import closed_mid_command
+
 #: Bounds of the time a new leader waits for its replicas.
 MIN_CONFIRM_MS, MAX_CONFIRM_MS = 20, 500
 
@@ -95,20 +97,21 @@ async def _acquire_on_owner(
     if node is None:
         raise RedisConnectionError(f"no node serves the slot of {keys[0]}")
     try:
-        info: dict[str, Any] = await node.execute_command("INFO", "replication")
-        expected = int(info.get("connected_slaves", 0) or 0)
-        connection = node.acquire_connection()
-        try:
-            commands: list[tuple[Any, ...]] = [("EVAL", script.script, len(keys), *keys, *args)]
-            if expected:
-                commands.append(("WAIT", expected, confirm_timeout_ms(ttl_ms)))
-            await connection.send_packed_command(connection.pack_commands(commands))
-            replies = [await connection.read_response() for _ in commands]
-        except BaseException:
-            await connection.disconnect()
-            raise
-        finally:
-            node.release(connection)
+        with closed_mid_command():
+            info: dict[str, Any] = await node.execute_command("INFO", "replication")
+            expected = int(info.get("connected_slaves", 0) or 0)
+            connection = node.acquire_connection()
+            try:
+                commands: list[tuple[Any, ...]] = [("EVAL", script.script, len(keys), *keys, *args)]
+                if expected:
+                    commands.append(("WAIT", expected, confirm_timeout_ms(ttl_ms)))
+                await connection.send_packed_command(connection.pack_commands(commands))
+                replies = [await connection.read_response() for _ in commands]
+            except BaseException:
+                await connection.disconnect()
+                raise
+            finally:
+                node.release(connection)
     except (MovedError, RedisConnectionError, OSError):
         with contextlib.suppress(RedisError, RedisClusterException, OSError):
             await cluster.nodes_manager.initialize()
