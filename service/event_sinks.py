@@ -26,6 +26,7 @@ from service.errors import EventSinkUnavailable
 from service.event_schemas import DEAD_LETTER_REASONS
 from service.event_store_script import STORE_EVENT
 from shared.clients import REDIS_DOWN_ERRORS
+from shared.cluster import wait_target
 from shared.keys import Keys
 
 OUTCOMES: Final = ("accepted", "dead_lettered", "validation")
@@ -225,7 +226,8 @@ class RedisEventSink:
                 # but routes EVALSHA by its keys (one {ns} slot) like any keyed command.
                 pipe.execute_command("EVALSHA", self._sha, 2, *entry.keys, *entry.args)
             if wait:
-                pipe.execute_command("WAIT", wait, self._limits.replica_timeout_ms)
+                where = wait_target(self._redis, batch[0].keys[0])  # cluster: the slot owner
+                pipe.execute_command("WAIT", wait, self._limits.replica_timeout_ms, **where)
             results: list[Any] = await pipe.execute(raise_on_error=False)
         if wait:
             confirmed = results.pop()

@@ -112,3 +112,20 @@ def slot_owner(client: object, key: str) -> tuple[str, int]:
     if node is None:
         raise RedisError(f"no node serves the slot of {key}")
     return str(node.host), int(node.port)
+
+
+def wait_target(client: object, key: str) -> dict[str, Any]:
+    """Options for ``pipeline.execute_command("WAIT", ...)`` that send it to ``key``'s owner.
+
+    A cluster pipeline sends a keyless command to its default node; a ``WAIT`` there runs
+    on a connection that wrote nothing and counts that node's replicas at once, not the
+    ones that must hold the writes. Routed to the slot owner, it follows the pipeline's
+    writes on the same connection. Empty for a client that is not a cluster's.
+    """
+    if not isinstance(client, RedisCluster):
+        return {}
+    try:
+        node = client.get_node_from_key(key)
+    except RedisClusterException as e:  # the slot map is not known (yet)
+        raise RedisConnectionError(f"no cluster node known for {key}: {e}") from e
+    return {"target_nodes": node}

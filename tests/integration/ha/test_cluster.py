@@ -243,3 +243,34 @@ async def test_the_acl_user_with_the_cluster_additions_runs_the_fenced_path(
     finally:
         await pubsub.aclose()
         await client.aclose()
+
+
+async def test_events_wait_asks_the_slot_owner_for_its_replicas(
+    redis_cluster: RedisClusterRig,
+) -> None:
+    """SCC_EVENTS_MIN_REPLICAS in a cluster: the WAIT counts the {ns} owner's replica only."""
+    from service.event_sinks import NotReplicated, RedisEventSink, StreamLimits
+
+    # A namespace whose slot is not on the first startup node, where redis-py sends a
+    # keyless command by default.
+    keys = next(
+        k
+        for k in (Keys(f"ev-{i}") for i in range(50))
+        if redis_cluster.owner_of(k.seq) is not redis_cluster.nodes[0]
+    )
+    client = make_redis(RedisSettings(url=SecretStr(redis_cluster.url())), client_name="t")
+    limits = StreamLimits(min_replicas=1, replica_timeout_ms=100)
+    sink = RedisEventSink(client, keys, limits=limits)
+    try:
+        await sink.accepted("s", {"id": "warm"})  # every replica is up: confirmed
+        frozen = redis_cluster.replica_of(redis_cluster.owner_of(keys.seq))
+        frozen.pause()  # the other masters' replicas still answer any WAIT sent to them
+        try:
+            for i in range(6):
+                with pytest.raises(NotReplicated) as info:
+                    await sink.accepted("s", {"id": f"e{i}"})
+                assert "confirmed by 0 of 1" in str(info.value)
+        finally:
+            frozen.resume()
+    finally:
+        await client.aclose()
