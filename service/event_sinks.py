@@ -226,7 +226,7 @@ class RedisEventSink:
                 # but routes EVALSHA by its keys (one {ns} slot) like any keyed command.
                 pipe.execute_command("EVALSHA", self._sha, 2, *entry.keys, *entry.args)
             if wait:
-                where = wait_target(self._redis, batch[0].keys[0])  # cluster: the slot owner
+                where = wait_target(self._redis, self._keys.events_accepted)  # cluster: {ns} owner
                 pipe.execute_command("WAIT", wait, self._limits.replica_timeout_ms, **where)
             results: list[Any] = await pipe.execute(raise_on_error=False)
         if wait:
