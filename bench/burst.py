@@ -50,7 +50,7 @@ from bench.common import (
     plot_lines,
     ratio,
 )
-from bench.propagation import CpuMeter, wait_until_async_leader
+from bench.propagation import CpuMeter, _settle, wait_until_async_leader
 from bench.replicas import WorkerSet, spread
 from shared.clients import MONGO_DOCUMENT_OPTIONS
 from shared.keys import Keys
@@ -167,6 +167,7 @@ async def _run(f: Fleet, ctx: Context, n: int, replicas: int) -> dict[str, Any]:
         await workers.start(
             "ours", counts, redis=f.redis.url, namespace=NAMESPACE, mongo=f.mongo_uri
         )
+        ids = [f"ours{w}-{i}" for w, c in enumerate(counts) for i in range(c)]
         log = (ctx.logs(NAME) / "plain.log").open("ab")
         try:
             plain = await _start_plain(f.mongo_uri, n, str(plain_out), log)
@@ -193,8 +194,10 @@ async def _run(f: Fleet, ctx: Context, n: int, replicas: int) -> dict[str, Any]:
             await plain.stdout.readline()
             await plain.wait()
         await _until_seq(redis, keys, seq_before + n)
-        await asyncio.sleep(1.0)  # the replicas apply what the last message carried
+        await _settle(redis, keys, ids)
         used = {k: v - before[k] for k, v in cpu.sample().items()}
+        info = await redis.info("stats")
+        dropped = int(info.get("client_output_buffer_limit_disconnections", 0))
         messages, size = counter.messages, counter.bytes
         reports = await workers.stop()
     finally:
@@ -213,7 +216,14 @@ async def _run(f: Fleet, ctx: Context, n: int, replicas: int) -> dict[str, Any]:
     held = [sorted(v - started for v in r["applied"].values()) for r in reports]
     incomplete = [r["instance_id"] for r, h in zip(reports, held, strict=True) if len(h) < n]
     if incomplete:
-        raise BenchError(f"replicas {incomplete} did not receive all {n} documents")
+        detail = [
+            (r["instance_id"], len(h), r["resyncs"], r["last_seq"])
+            for r, h in zip(reports, held, strict=True)
+        ]
+        raise BenchError(
+            f"replicas did not apply all {n} documents (a reload loads them instead; "
+            f"redis dropped {dropped} slow subscribers): {detail}"
+        )
     slowest = max(range(len(held)), key=lambda i: held[i][-1])
     return {
         "documents": n,
@@ -228,6 +238,7 @@ async def _run(f: Fleet, ctx: Context, n: int, replicas: int) -> dict[str, Any]:
         "cpu_seconds": used,
         "cpu_ms_per_change": {k: 1000 * v / n for k, v in used.items()},
         "resyncs": sum(sum(r["resyncs"].values()) for r in reports),
+        "redis_output_buffer_disconnections": dropped,
         "timeline": {
             "ours_slowest": _curve(held[slowest]),
             "plain_stream": _curve(plain_times),
