@@ -14,7 +14,9 @@ flight) or a fresh :class:`Snapshot` a reload is replaying buffered messages ont
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import gc
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import structlog
@@ -26,6 +28,29 @@ from shared.messages import Message
 
 log = structlog.get_logger("service.applying")
 Doc = dict[str, Any]
+
+
+@contextmanager
+def collection_paused() -> Iterator[None]:
+    """The cyclic garbage collector held off while a message is decoded or a batch applied.
+
+    Never around an await (a refetch, a slow MongoDB): only around synchronous work. A
+    batch allocates thousands of objects at once (its parsed JSON, one document and one
+    :class:`Message` per change) and most of them join the cache for good; left to run,
+    the collector would start many collections in the middle, each walking the young
+    documents again (measured: about a quarter of a replica's CPU per change in a burst).
+    Held off, the objects are counted as usual and the next allocation after it starts at
+    most the collection they are due. Never left off: restored on the way out, whatever
+    happens, and a no-op when the collector was already off.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 class Applier:
@@ -73,8 +98,9 @@ class Applier:
             for key in sorted(keys):
                 fetched[key] = await self._store.find_by_key(key)
         target = self._cache.snapshot if snapshot is None else snapshot  # after the reads
-        for message in messages:
-            self._apply_one(message, snapshot, target, fetched, floor)
+        with collection_paused():
+            for message in messages:
+                self._apply_one(message, snapshot, target, fetched, floor)
 
     def _apply_one(
         self,
