@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
 from typing import Any, Final
 
 #: Deepest nesting of arrays/objects accepted in one event (the body array not counted).
@@ -39,27 +38,36 @@ def check_document(body: bytes, document: Any, *, where: str) -> Any:
     ``where`` names the document's root in messages (``events`` for a batch, ``event``
     for a single CloudEvent). Wide integers come back as strings of their digits.
     """
-    _check_depth(document, where)
-    if _LONG_DIGITS.search(body):
+    has_float = _check_depth(document, where)
+    # orjson turns a wide integer into a float: without any float in the document, a long
+    # digit run is inside a string (Event Grid's ``sequencer`` has them) and needs no re-parse.
+    if (has_float or isinstance(document, float)) and _LONG_DIGITS.search(body):
         return _exact_integers(body)
     return document
 
 
-def _check_depth(document: Any, where: str) -> None:
+def _check_depth(document: Any, where: str) -> bool:
+    """Raise if nested too deep; else whether any value in ``document`` is a float."""
     batch = isinstance(document, list)
     stack: list[tuple[Any, int, str]] = [(document, -1 if batch else 0, where)]
+    has_float = False
     while stack:
         node, depth, place = stack.pop()
         if depth > MAX_DEPTH:
             raise LimitError(f"{place}: nested deeper than {MAX_DEPTH} levels")
         if isinstance(node, dict):
-            stack.extend((v, depth + 1, f"{place}.{k}") for k, v in _containers(node.items()))
+            for k, v in node.items():
+                if isinstance(v, dict | list):
+                    stack.append((v, depth + 1, f"{place}.{k}"))
+                elif isinstance(v, float):
+                    has_float = True
         elif isinstance(node, list):
-            stack.extend((v, depth + 1, f"{place}[{i}]") for i, v in _containers(enumerate(node)))
-
-
-def _containers(items: Iterable[tuple[Any, Any]]) -> list[tuple[Any, Any]]:
-    return [(k, v) for k, v in items if isinstance(v, dict | list)]
+            for i, v in enumerate(node):
+                if isinstance(v, dict | list):
+                    stack.append((v, depth + 1, f"{place}[{i}]"))
+                elif isinstance(v, float):
+                    has_float = True
+    return has_float
 
 
 def _exact_int(text: str) -> int | str:

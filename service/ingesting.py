@@ -245,7 +245,7 @@ class _Ingestor:
         results: list[EventResult] = []
         for start in range(0, len(events), CHUNK):
             chunk = events[start : start + CHUNK]
-            outcomes = await asyncio.gather(
+            outcomes = await asyncio.gather(  # one task per event: see EventRouter.ingest
                 *(self.router.ingest(event) for event in chunk), return_exceptions=True
             )
             for outcome in outcomes:
