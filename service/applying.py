@@ -14,6 +14,9 @@ flight) or a fresh :class:`Snapshot` a reload is replaying buffered messages ont
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import structlog
 
 from service.caching import ConfigCache
@@ -22,6 +25,7 @@ from service.storing import ConfigStore
 from shared.messages import Message
 
 log = structlog.get_logger("service.applying")
+Doc = dict[str, Any]
 
 
 class Applier:
@@ -48,7 +52,38 @@ class Applier:
 
     async def apply(self, message: Message, snapshot: Snapshot | None) -> None:
         """Apply an upsert or delete to ``snapshot`` (a reload) or the serving cache."""
-        target = self._cache.snapshot if snapshot is None else snapshot
+        await self.apply_batch((message,), snapshot)
+
+    async def apply_batch(self, messages: Sequence[Message], snapshot: Snapshot | None) -> None:
+        """Apply upserts and deletes in order, all in one step no lookup can see half of.
+
+        The only awaits are the reads of key-only (``refetch``) changes, and they all
+        happen first: one majority read time (the floor that stamps what they read) and
+        one read per such key. Then every change is applied in order without yielding to
+        the event loop, so a lookup sees the cache before the batch or after it, never in
+        between. A refetched document is the state *after* its read, newer than anything
+        in the batch; later changes of the same key in the batch are older than the read
+        floor and skipped by the cluster-time rule, earlier ones are overwritten by it.
+        """
+        fetched: dict[str, Doc | None] = {}
+        floor: tuple[int, int] | None = None
+        keys = {m.key for m in messages if m.kind == "upsert" and m.refetch and m.key}
+        if keys:
+            floor = await self._store.read_time()
+            for key in sorted(keys):
+                fetched[key] = await self._store.find_by_key(key)
+        target = self._cache.snapshot if snapshot is None else snapshot  # after the reads
+        for message in messages:
+            self._apply_one(message, snapshot, target, fetched, floor)
+
+    def _apply_one(
+        self,
+        message: Message,
+        snapshot: Snapshot | None,
+        target: Snapshot,
+        fetched: dict[str, Doc | None],
+        floor: tuple[int, int] | None,
+    ) -> None:
         if not self._admitted(message, target):
             return
         key, doc_id = message.key, message.doc_id
@@ -68,10 +103,8 @@ class Applier:
         if message.refetch:
             # The read answers with the state *now*, newer than the message: stamp it with a
             # majority time taken before the read, so older replayed changes cannot undo it.
-            floor = await self._store.read_time()
-            doc, reason = await self._store.find_by_key(key), "refetch"
+            doc, reason = fetched.get(key), "refetch"
             ct = floor if ct is None or (floor is not None and floor > ct) else ct
-            target = self._cache.snapshot if snapshot is None else snapshot  # may have swapped
         if snapshot is not None:
             if doc is None:
                 snapshot.remove(key)

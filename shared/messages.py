@@ -181,7 +181,8 @@ def _signed_part(obj: dict[str, Any]) -> bytes:
     )
 
 
-def _signature(key: bytes, obj: dict[str, Any]) -> str:
+def signature_of(key: bytes, obj: dict[str, Any]) -> str:
+    """HMAC-SHA256 (hex) of the sorted-key JSON of every field of ``obj`` but seq and sig."""
     return hmac.new(key, _signed_part(obj), hashlib.sha256).hexdigest()
 
 
@@ -204,7 +205,7 @@ def encode_body(message: Message, *, hmac_key: bytes | None = None) -> bytes:
         "id": None if message.doc_id is None else to_ejson(message.doc_id),
     }
     if hmac_key is not None:
-        obj["sig"] = _signature(hmac_key, obj)
+        obj["sig"] = signature_of(hmac_key, obj)
     return orjson.dumps(obj)
 
 
@@ -234,6 +235,14 @@ def decode(raw: bytes | str, *, hmac_key: bytes | None = None) -> Message:
 
 
 def _decode(raw: bytes | str, hmac_key: bytes | None) -> Message:
+    obj = parse_message_json(raw, versions=(VERSION,))
+    if hmac_key is not None:
+        verify_signature(hmac_key, obj)
+    return message_from_obj(obj)
+
+
+def parse_message_json(raw: bytes | str, *, versions: tuple[int, ...]) -> dict[str, Any]:
+    """The message as a JSON object of one of ``versions``; :class:`MessageError` otherwise."""
     if len(raw) > MAX_MESSAGE_BYTES:
         raise MessageError("oversized", f"{len(raw)} bytes, limit {MAX_MESSAGE_BYTES}")
     try:
@@ -242,19 +251,22 @@ def _decode(raw: bytes | str, hmac_key: bytes | None) -> Message:
         raise MessageError("bad_json", str(e)) from e
     if not isinstance(obj, dict):
         raise MessageError("not_an_object", f"top level is {type(obj).__name__}")
-    if obj.get("v") != VERSION or not _is_int(obj.get("v")):
-        raise MessageError("unknown_version", f"v={obj.get('v')!r}, this build reads v={VERSION}")
-    if hmac_key is not None:
-        _verify(hmac_key, obj)
-    return _from_obj(obj)
+    v = obj.get("v")
+    if not _is_int(v) or v not in versions:
+        hint = " (a batch: read it with shared.batches.decode_batch)" if v == 2 else ""
+        raise MessageError(
+            "unknown_version", f"v={v!r:.20}, this reader takes v in {list(versions)}{hint}"
+        )
+    return cast(dict[str, Any], obj)
 
 
-def _verify(key: bytes, obj: dict[str, Any]) -> None:
+def verify_signature(key: bytes, obj: dict[str, Any]) -> None:
+    """Check ``obj``'s ``sig`` against ``key``; :class:`MessageError` when it does not match."""
     sig = obj.get("sig")
     if sig is None:
         raise MessageError("unsigned", "an HMAC key is configured but the message has no sig")
     try:
-        expected = _signature(key, obj)
+        expected = signature_of(key, obj)
     except orjson.JSONEncodeError as e:  # e.g. nested deeper than the encoder goes
         raise MessageError("bad_field", f"cannot re-encode to verify: {e}") from e
     if not isinstance(sig, str) or not hmac.compare_digest(sig, expected):
@@ -272,7 +284,8 @@ def _field(obj: dict[str, Any], name: str, ok: Any, what: str, *, required: bool
     return value
 
 
-def _from_obj(obj: dict[str, Any]) -> Message:
+def message_from_obj(obj: dict[str, Any]) -> Message:
+    """A :class:`Message` from its parsed JSON fields, each validated; :class:`MessageError`."""
     seq = _field(obj, "seq", lambda v: _is_int(v) and 0 <= v <= _INT64_MAX, "an int >= 0")
     epoch = _field(obj, "epoch", lambda v: _is_int(v) and 0 <= v <= _INT64_MAX, "an int >= 0")
     kind = _field(

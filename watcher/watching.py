@@ -6,6 +6,11 @@ Invariants (DESIGN.md, rule 1):
   read right after the change it covers was published (PyMongo moves that token only when
   ``try_next`` returns, so it never points past an unpublished change). Replays after a
   failover are harmless: messages carry current state.
+* **Batches without waiting.** After a change arrives, the changes the stream already
+  holds (the rest of the same server reply: :meth:`ChangeStream.buffered`) are taken with
+  it, up to ``SCC_PUBLISH_BATCH_MAX_CHANGES``, and published together
+  (:meth:`Publisher.send_batch`); the token kept is the one after the last of them. A
+  lone change (a quiet collection) is published the moment it arrives.
 * **Never silently from "now".** A stream opened without a token is always followed by a
   ``resync`` (reason ``no_token``, ``corrupt_token``, ``history_lost``, ``drop``, ...)
   published *after* the stream is open, then the new token is saved at once.
@@ -39,7 +44,7 @@ from watcher.publishing import Publisher
 from watcher.reporting import WatcherStats
 from watcher.resuming import ResumeToken, TokenStore
 from watcher.timing import Backoff, Clock, wait_event
-from watcher.translating import Translator, cluster_seconds, resync
+from watcher.translating import Draft, Translator, cluster_seconds, resync
 
 log = structlog.get_logger("watcher.watching")
 
@@ -62,6 +67,10 @@ class ChangeStream(Protocol):
 
         Raises :class:`HistoryLost` or :class:`SourceUnavailable`.
         """
+        ...
+
+    def buffered(self) -> bool:
+        """Whether the next change is already held here (``try_next`` needs no round trip)."""
         ...
 
     async def close(self) -> None:
@@ -211,23 +220,64 @@ class Follower:
                     await self._save(term, pos, force=pos.unsaved_changes > 0 or pos.saved is None)
                     continue
                 self._stats.last_event_at = self._clock.wall()
-                await self._handle(change, term)
-                self._stats.caught_up(event_wall_time(change))
-                pos.token = stream.resume_token
-                pos.cluster_time = cluster_seconds(change.get("clusterTime"))
-                pos.unsaved_changes += 1
+                changes, tokens = await self._drain(stream, change)
+                try:
+                    await self._handle(changes, term)
+                except _Restart as r:
+                    changes, tokens = changes[: r.index], tokens[: r.index]
+                    if changes:  # those before the restart event were published
+                        self._published(changes, tokens, pos)
+                    raise r.error from None
+                self._published(changes, tokens, pos)
                 await self._save(term, pos, force=False)
         finally:
             stopped.cancel()
             self._stats.stream_open = False
             await _close_quietly(stream)
 
-    async def _handle(self, change: Mapping[str, Any], term: Term) -> None:
-        op = str(change.get("operationType"))
-        if op in RESTART_OPS:
-            raise StreamInvalidated(op, f"{op} event on the watched collection")
-        for draft in self._translator.drafts(change):
-            await self._publisher.send(draft, term)
+    async def _drain(
+        self, stream: ChangeStream, change: Mapping[str, Any]
+    ) -> tuple[list[Mapping[str, Any]], list[ResumeToken | None]]:
+        """``change`` and every change the stream already holds (the rest of the server's
+        reply, up to the batch bound), each with the resume token after it.
+
+        Never waits for more: only changes that ``try_next`` returns without a round trip
+        are taken, so a lone change goes out at once.
+        """
+        changes, tokens = [change], [stream.resume_token]
+        limit = self._publisher.batch_max_changes
+        while len(changes) < limit and stream.buffered():
+            more = await stream.try_next()
+            if more is None:
+                break
+            changes.append(more)
+            tokens.append(stream.resume_token)
+        return changes, tokens
+
+    def _published(
+        self,
+        changes: list[Mapping[str, Any]],
+        tokens: list[ResumeToken | None],
+        pos: _Position,
+    ) -> None:
+        """Move the position to just after the last of ``changes`` (all published)."""
+        last = changes[-1]
+        self._stats.caught_up(event_wall_time(last))
+        pos.token = tokens[-1]
+        pos.cluster_time = cluster_seconds(last.get("clusterTime"))
+        pos.unsaved_changes += len(changes)
+
+    async def _handle(self, changes: list[Mapping[str, Any]], term: Term) -> None:
+        """Publish the drafts of ``changes`` together; a restart event ends them (raised as
+        :class:`_Restart` once the changes before it are published)."""
+        drafts: list[Draft] = []
+        for i, change in enumerate(changes):
+            op = str(change.get("operationType"))
+            if op in RESTART_OPS:
+                await self._publisher.send_batch(drafts, term)
+                raise _Restart(i, StreamInvalidated(op, f"{op} event on the watched collection"))
+            drafts.extend(self._translator.drafts(change))
+        await self._publisher.send_batch(drafts, term)
 
     async def _save(self, term: Term, pos: _Position, *, force: bool) -> None:
         """Save ``pos.token`` if it moved and (``force``, changes since, or interval passed).
@@ -305,6 +355,14 @@ async def _settle(task: asyncio.Task[None]) -> None:
 
 
 _STOPPED: Final = object()
+
+
+class _Restart(Exception):
+    """The change at ``index`` of a drained batch ends the stream (``error`` says why)."""
+
+    def __init__(self, index: int, error: StreamRestart) -> None:
+        super().__init__(str(error))
+        self.index, self.error = index, error
 
 
 async def _next_unless_stopped(stream: ChangeStream, stopped: asyncio.Task[Any]) -> object:

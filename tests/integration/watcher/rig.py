@@ -24,9 +24,10 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from shared.batches import decode_batch
 from shared.clients import make_mongo, make_redis
 from shared.keys import Keys
-from shared.messages import Message, decode
+from shared.messages import Message
 from shared.settings import Settings, load_settings
 from shared.telemetry import make_telemetry
 from watcher.mongo_source import MongoChangeSource
@@ -124,7 +125,7 @@ class Collector:
             while not self._stop.is_set():
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.05)
                 if message is not None:
-                    self.messages.append(decode(message["data"]))
+                    self.messages.extend(decode_batch(message["data"]).changes)
         finally:
             await pubsub.aclose()
             await client.aclose()
