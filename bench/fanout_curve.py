@@ -24,6 +24,7 @@ fleet, each replica on its own CPU, would meet first.
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -54,10 +55,10 @@ BASELINE, TARGET = CONFIGS[0][0], CONFIGS[-1][0]
 def _plan(ctx: Context) -> dict[str, Any]:
     return {
         "sizes": ctx.pick(quick=[100], default=[1, 10, 100, 500, 1000]),
-        "step_s": ctx.pick(quick=0.4, default=1.5, full=3.0),
-        "drain_s": ctx.pick(quick=1.0, default=2.0, full=3.0),
+        "step_s": ctx.pick(quick=0.3, default=1.5, full=3.0),
+        "drain_s": ctx.pick(quick=0.5, default=2.0, full=3.0),
         "bisections": ctx.pick(quick=0, default=2, full=4),
-        "max_steps": ctx.pick(quick=3, default=14, full=20),
+        "max_steps": ctx.pick(quick=2, default=14, full=20),
         "first_rate": ctx.pick(quick=200.0, default=100.0),
     }
 
@@ -201,6 +202,18 @@ def _rows(results: dict[str, list[dict[str, Any]]], n: int) -> list[Row]:
             None,
         ),
     ]
+    decode_us = target["best"]["subscriber_cpu_per_delivery_us"] if target["best"] else math.nan
+    cores = os.cpu_count() or 1
+    rows.append(
+        Row(
+            f"10 fan-out @{n} subs: decode limit of {cores} cores (subscriber CPU)",
+            f"{1e6 * cores / (n * decode_us):,.0f}/s",
+            f"{decode_us:.1f} µs/delivery",
+            "-",
+            "(limit)",
+            None,
+        )
+    )
     for label, _, _ in CONFIGS:
         best = _at(results, label, n)["best"] or {}
         rows.append(

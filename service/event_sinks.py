@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, cast, runtime_checkable
 
 import orjson
 import redis.asyncio as aioredis
@@ -70,6 +71,49 @@ class EventSink(Protocol):
     ) -> bytes | None:
         """Park the event with the reason nobody took it."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class SinkEntry:
+    """One event to store: ``stream`` ``accepted`` (``tag`` its source_id) or ``dlq``
+    (``tag`` the reason), with the record, de-duplication key and answer of
+    :meth:`EventSink.accepted` / :meth:`EventSink.dead_letter`."""
+
+    stream: str
+    tag: str
+    record: dict[str, Any]
+    dedup_key: str = ""
+    answer: bytes = b""
+
+
+@runtime_checkable
+class BatchEventSink(EventSink, Protocol):
+    """An :class:`EventSink` that also stores many events in one call (one round trip)."""
+
+    async def store_many(self, entries: Sequence[SinkEntry]) -> list[bytes | None | Exception]:
+        """Per entry, in order: None (stored now), the earlier answer, or the
+        :class:`EventSinkUnavailable` that entry failed with."""
+        ...
+
+
+async def store_each(
+    sink: EventSink, entries: Sequence[SinkEntry]
+) -> list[bytes | None | Exception]:
+    """:meth:`BatchEventSink.store_many` over any sink: a batch sink's own, else one call
+    per entry (concurrently); per-entry :class:`EventSinkUnavailable` are returned."""
+    if isinstance(sink, BatchEventSink):
+        return await sink.store_many(entries)
+
+    async def one(e: SinkEntry) -> bytes | None:
+        if e.stream == "accepted":
+            return await sink.accepted(e.tag, e.record, dedup_key=e.dedup_key, answer=e.answer)
+        return await sink.dead_letter(e.tag, e.record, dedup_key=e.dedup_key, answer=e.answer)
+
+    outcomes = await asyncio.gather(*(one(e) for e in entries), return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException) and not isinstance(outcome, EventSinkUnavailable):
+            raise outcome
+    return cast(list[bytes | None | Exception], outcomes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,9 +195,33 @@ class RedisEventSink:
         """Store in ``{ns}:events:dlq`` with ``reason`` first, then the record."""
         return await self._add("dlq", {"reason": reason, **event}, dedup_key, answer)
 
+    async def store_many(self, entries: Sequence[SinkEntry]) -> list[bytes | None | Exception]:
+        """Every entry in the same group commit (see :class:`BatchEventSink`)."""
+        done = []
+        for e in entries:
+            tag = "source_id" if e.stream == "accepted" else "reason"
+            done.append(self._enqueue(e.stream, {tag: e.tag, **e.record}, e.dedup_key, e.answer))
+        if not self._flushing:
+            await self._flush_pending()
+        out: list[bytes | None | Exception] = []
+        for future in done:
+            try:
+                out.append(await future)
+            except EventSinkUnavailable as error:
+                out.append(error)
+        return out
+
     async def _add(
         self, stream: str, record: dict[str, Any], dedup_key: str, answer: bytes
     ) -> bytes | None:
+        done = self._enqueue(stream, record, dedup_key, answer)
+        if not self._flushing:
+            await self._flush_pending()
+        return await done
+
+    def _enqueue(
+        self, stream: str, record: dict[str, Any], dedup_key: str, answer: bytes
+    ) -> asyncio.Future[bytes | None]:
         fields: list[str] = []
         for name, value in record.items():
             fields.append(name)
@@ -161,9 +229,7 @@ class RedisEventSink:
         seen = _digest(dedup_key) if dedup_key and self._window_ms > 0 else ""
         done: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
         self._pending.append(_Entry(stream, seen, answer, fields, done))
-        if not self._flushing:
-            await self._flush_pending()
-        return await done
+        return done
 
     async def _flush_pending(self) -> None:
         self._flushing = True

@@ -239,21 +239,12 @@ class _Ingestor:
         return _json(EventsResponse(results=results))
 
     async def _ingest_all(self, events: tuple[Any, ...]) -> list[EventResult]:
-        # The events of one chunk are routed and written concurrently, so the sink sends
-        # their writes in one round trip; each still succeeds or fails on its own. Between
-        # chunks the request yields, so other requests and probes are served meanwhile.
+        # The events of one chunk are routed, then written together: one round trip and
+        # one script call on Redis (EventRouter.ingest_chunk). Between chunks the request
+        # yields, so other requests and probes are served meanwhile.
         results: list[EventResult] = []
         for start in range(0, len(events), CHUNK):
-            chunk = events[start : start + CHUNK]
-            outcomes = await asyncio.gather(  # one task per event: see EventRouter.ingest
-                *(self.router.ingest(event) for event in chunk), return_exceptions=True
-            )
-            for outcome in outcomes:
-                if isinstance(outcome, EventSinkUnavailable | ConfigsUnavailable):
-                    raise outcome
-                if isinstance(outcome, BaseException):
-                    raise outcome
-                results.append(outcome)
+            results += await self.router.ingest_chunk(events[start : start + CHUNK])
         return results
 
     def _authorized(self, tokens: tuple[str | None, ...]) -> bool:
