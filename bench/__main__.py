@@ -36,6 +36,7 @@ BENCHMARKS: dict[str, str] = {
     "propagation": "bench.propagation",
     "handover": "bench.handover",
     "redis_failover": "bench.redis_failover",
+    "burst": "bench.burst",
     "fanout_curve": "bench.fanout_curve",
 }
 

@@ -56,12 +56,27 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal, cast
 
 import orjson
-from bson import json_util
-from bson.binary import UUID_SUBTYPE, Binary, UuidRepresentation
-from bson.codec_options import DatetimeConversion
-from bson.json_util import JSONMode, JSONOptions
 
+from shared.ejson import from_ejson, to_ejson
 from shared.errors import MessageError
+
+__all__ = [
+    "KINDS",
+    "MAX_MESSAGE_BYTES",
+    "VERSION",
+    "Kind",
+    "Message",
+    "decode",
+    "encode",
+    "encode_body",
+    "from_ejson",
+    "message_from_obj",
+    "parse_message_json",
+    "signature_of",
+    "splice_seq",
+    "to_ejson",
+    "verify_signature",
+]
 
 VERSION: Final = 1
 #: Largest message :func:`decode` accepts; the watcher sends bigger documents key-only.
@@ -70,21 +85,6 @@ MAX_MESSAGE_BYTES: Final = 1024 * 1024
 Kind = Literal["upsert", "delete", "resync", "heartbeat"]
 KINDS: Final[frozenset[str]] = frozenset({"upsert", "delete", "resync", "heartbeat"})
 
-EJSON_OPTIONS: Final = JSONOptions(
-    json_mode=JSONMode.RELAXED,
-    tz_aware=False,
-    uuid_representation=UuidRepresentation.STANDARD,
-    datetime_conversion=DatetimeConversion.DATETIME_AUTO,
-)
-#: Decoding keeps every binary a ``Binary`` (json_util would read subtype 3 as a legacy
-#: UUID, which ``find`` never does); :func:`_as_found` then applies PyMongo's own rule.
-_EJSON_READ_OPTIONS: Final = JSONOptions(
-    json_mode=JSONMode.RELAXED,
-    tz_aware=False,
-    uuid_representation=UuidRepresentation.UNSPECIFIED,
-    datetime_conversion=DatetimeConversion.DATETIME_AUTO,
-)
-_INT64_MIN: Final = -(2**63)
 _INT64_MAX: Final = 2**63 - 1
 
 
@@ -134,45 +134,6 @@ def _is_int(value: object) -> bool:
 
 def _is_number(value: object) -> bool:
     return (_is_int(value) or isinstance(value, float)) and math.isfinite(cast(float, value))
-
-
-def to_ejson(value: Any) -> Any:
-    """A BSON value (document, list, scalar) as relaxed extended JSON made of plain types."""
-    if isinstance(value, dict):
-        return {str(k): to_ejson(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [to_ejson(v) for v in value]
-    if value is None or value.__class__ is str or isinstance(value, bool):
-        return value
-    if _is_int(value) and _INT64_MIN <= value <= _INT64_MAX:
-        return int(value)
-    if isinstance(value, float) and math.isfinite(value):
-        return value
-    return json_util.default(value, json_options=EJSON_OPTIONS)
-
-
-def from_ejson(value: Any) -> Any:
-    """Relaxed extended JSON back to the BSON types PyMongo's ``find`` would return.
-
-    That is: the decoding of :data:`shared.clients.MONGO_DOCUMENT_OPTIONS` -- a date
-    outside ``datetime``'s years 1..9999 is a ``DatetimeMS`` (``{"$date": {"$numberLong":
-    ...}}`` on the wire), any other date a naive UTC ``datetime``; binary subtype 4 of 16
-    bytes is a ``UUID``, subtype 0 is ``bytes``, every other binary a ``Binary``.
-    """
-    if isinstance(value, dict):
-        converted = {k: from_ejson(v) for k, v in value.items()}
-        if any(k.startswith("$") for k in converted):
-            return _as_found(json_util.object_hook(converted, json_options=_EJSON_READ_OPTIONS))
-        return converted
-    if isinstance(value, list):
-        return [from_ejson(v) for v in value]
-    return value
-
-
-def _as_found(value: Any) -> Any:
-    if isinstance(value, Binary) and value.subtype == UUID_SUBTYPE and len(value) == 16:
-        return value.as_uuid(UuidRepresentation.STANDARD)
-    return value
 
 
 def _signed_part(obj: dict[str, Any]) -> bytes:
@@ -285,7 +246,74 @@ def _field(obj: dict[str, Any], name: str, ok: Any, what: str, *, required: bool
 
 
 def message_from_obj(obj: dict[str, Any]) -> Message:
-    """A :class:`Message` from its parsed JSON fields, each validated; :class:`MessageError`."""
+    """A :class:`Message` from its parsed JSON fields, each validated; :class:`MessageError`.
+
+    The common case -- every field well-formed -- is checked in one pass of plain type
+    tests (a replica decodes every change of a burst); anything else takes the field-by-
+    field path that names what is wrong. The fast path only ever accepts what the other
+    would (pinned by a property test).
+    """
+    fields = _fast_fields(obj)
+    if fields is None:
+        fields = _checked_fields(obj)
+    return _build(obj, *fields)
+
+
+_Fields = tuple[Any, ...]
+
+
+def _num(v: object) -> bool:
+    kind = type(v)
+    return (kind is int or kind is float) and math.isfinite(cast(float, v))
+
+
+def _fast_fields(obj: dict[str, Any]) -> _Fields | None:
+    """The validated fields if every one is plainly well-formed, else None."""
+    g = obj.get
+    seq, epoch, kind = g("seq"), g("epoch"), g("kind")
+    if type(seq) is not int or type(epoch) is not int or type(kind) is not str:
+        return None
+    if not (0 <= seq <= _INT64_MAX and 0 <= epoch <= _INT64_MAX) or kind not in KINDS:
+        return None
+    if not ("key" in obj and "doc" in obj and "op" in obj and "cluster_time" in obj):
+        return None
+    key, doc, op, cluster_time = obj["key"], obj["doc"], obj["op"], obj["cluster_time"]
+    published_at, term, ct = g("published_at"), g("term", ""), g("ct")
+    behind, refetch, reason = g("behind"), g("refetch", False), g("reason")
+    ok = (
+        (key is None or type(key) is str)
+        and (doc is None or type(doc) is dict)
+        and (op is None or type(op) is str)
+        and (cluster_time is None or _num(cluster_time))
+        and _num(published_at)
+        and type(term) is str
+        and len(term) <= 64
+        and (ct is None or _is_timestamp(ct))
+        and (behind is None or (_num(behind) and behind >= 0))
+        and type(refetch) is bool
+        and (reason is None or type(reason) is str)
+    )
+    if not ok:
+        return None
+    return (
+        seq,
+        epoch,
+        kind,
+        key,
+        doc,
+        op,
+        cluster_time,
+        published_at,
+        term,
+        ct,
+        behind,
+        refetch,
+        reason,
+    )
+
+
+def _checked_fields(obj: dict[str, Any]) -> _Fields:
+    """The fields one by one, raising :class:`MessageError` naming the first bad one."""
     seq = _field(obj, "seq", lambda v: _is_int(v) and 0 <= v <= _INT64_MAX, "an int >= 0")
     epoch = _field(obj, "epoch", lambda v: _is_int(v) and 0 <= v <= _INT64_MAX, "an int >= 0")
     kind = _field(
@@ -315,10 +343,49 @@ def message_from_obj(obj: dict[str, Any]) -> Message:
     reason = _field(
         obj, "reason", lambda v: v is None or isinstance(v, str), "a string", required=False
     )
+    return (
+        seq,
+        epoch,
+        kind,
+        key,
+        raw_doc,
+        op,
+        cluster_time,
+        published_at,
+        term,
+        ct,
+        behind,
+        refetch,
+        reason,
+    )
+
+
+def _build(
+    obj: dict[str, Any],
+    seq: int,
+    epoch: int,
+    kind: Kind,
+    key: str | None,
+    raw_doc: dict[str, Any] | None,
+    op: str | None,
+    cluster_time: float | None,
+    published_at: float,
+    term: str | None,
+    ct: list[int] | None,
+    behind: float | None,
+    refetch: bool | None,
+    reason: str | None,
+) -> Message:
     raw_id = obj.get("id")
+    # An upsert's id is its document's _id: when the two read the same, convert it once.
+    shared_id = type(raw_id) is dict and raw_doc is not None and raw_id == raw_doc.get("_id")
     try:
         doc = None if raw_doc is None else from_ejson(raw_doc)
-        doc_id = None if raw_id is None else from_ejson(raw_id)
+        held = doc.get("_id") if shared_id and isinstance(doc, dict) else None
+        if held is not None and type(held) is not dict and type(held) is not list:
+            doc_id = held  # an ObjectId (immutable), the very value the document holds
+        else:
+            doc_id = None if raw_id is None else from_ejson(raw_id)
     except (RecursionError, Exception) as e:  # bson raises many types for bad extended JSON
         raise MessageError("bad_field", f"doc or id is not valid extended JSON: {e!r:.120}") from e
     return Message(

@@ -112,6 +112,8 @@ class Collector:
 
     url: str
     messages: list[Message] = field(default_factory=list)
+    #: Pub/sub messages but heartbeats received (a batch counts once, its changes each).
+    received: int = 0
     _task: asyncio.Task[None] | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _subscribed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -125,7 +127,9 @@ class Collector:
             while not self._stop.is_set():
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.05)
                 if message is not None:
-                    self.messages.extend(decode_batch(message["data"]).changes)
+                    batch = decode_batch(message["data"])
+                    self.received += batch.first.kind != "heartbeat"
+                    self.messages.extend(batch.changes)
         finally:
             await pubsub.aclose()
             await client.aclose()
