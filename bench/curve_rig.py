@@ -78,6 +78,7 @@ async def topology(name: str, replicas: int):  # type: ignore[no-untyped-def]
         raise BenchError("redis-server is not on PATH (apt-get install -y redis-server)")
     async with AsyncExitStack() as stack:
         primary = RedisServer(binary)
+        primary.extra = ["--repl-diskless-sync-delay", "0"]  # replicas sync at once
         stack.callback(primary.close)
         await asyncio.to_thread(primary.start)
         servers = [RedisServer(binary) for _ in range(replicas)]

@@ -54,12 +54,12 @@ BASELINE, TARGET = CONFIGS[0][0], CONFIGS[-1][0]
 
 def _plan(ctx: Context) -> dict[str, Any]:
     return {
-        "sizes": ctx.pick(quick=[100], default=[1, 10, 100, 500, 1000]),
+        "sizes": ctx.pick(quick=[10], default=[1, 10, 100, 500, 1000]),
         "step_s": ctx.pick(quick=0.3, default=1.5, full=3.0),
         "drain_s": ctx.pick(quick=0.5, default=2.0, full=3.0),
         "bisections": ctx.pick(quick=0, default=2, full=4),
         "max_steps": ctx.pick(quick=2, default=14, full=20),
-        "first_rate": ctx.pick(quick=200.0, default=100.0),
+        "first_rate": ctx.pick(quick=100.0, default=100.0),
     }
 
 
