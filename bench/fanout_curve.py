@@ -1,4 +1,4 @@
-"""Benchmark 10: the fan-out curve -- the highest change rate delivered with p99 < 100 ms.
+"""Issue 15 benchmark: the fan-out curve -- the highest change rate delivered with p99 < 100 ms.
 
 For 1, 10, 100, 500 and 1,000 subscribers (lightweight subscriber processes running the
 real decode-and-apply path, :mod:`bench.light_subscribers`, several hundred per
@@ -186,7 +186,7 @@ def _rows(results: dict[str, list[dict[str, Any]]], n: int) -> list[Row]:
     capacity = _capacity(target) / _capacity(base) if _capacity(base) else 0.0
     rows = [
         Row(
-            f"10 fan-out sustained @{n} subs: batched+2 replicas vs today",
+            f"15 fan-out sustained @{n} subs: batched+2 replicas vs today",
             f"{target['sustained_per_s']:,.0f}/s",
             f"{base['sustained_per_s']:,.0f}/s",
             fmt_ratio(measured),
@@ -194,7 +194,7 @@ def _rows(results: dict[str, list[dict[str, Any]]], n: int) -> list[Row]:
             measured >= TARGET_RATIO,
         ),
         Row(
-            f"10 fan-out Redis-bound capacity @{n} subs vs today",
+            f"15 fan-out Redis-bound capacity @{n} subs vs today",
             f"{_capacity(target):,.0f}/s",
             f"{_capacity(base):,.0f}/s",
             fmt_ratio(capacity),
@@ -206,7 +206,7 @@ def _rows(results: dict[str, list[dict[str, Any]]], n: int) -> list[Row]:
     cores = os.cpu_count() or 1
     rows.append(
         Row(
-            f"10 fan-out @{n} subs: decode limit of {cores} cores (subscriber CPU)",
+            f"15 fan-out @{n} subs: decode limit of {cores} cores (subscriber CPU)",
             f"{1e6 * cores / (n * decode_us):,.0f}/s",
             f"{decode_us:.1f} µs/delivery",
             "-",
@@ -218,7 +218,7 @@ def _rows(results: dict[str, list[dict[str, Any]]], n: int) -> list[Row]:
         best = _at(results, label, n)["best"] or {}
         rows.append(
             Row(
-                f"10 fan-out @{n} subs {label}: p99, sub CPU/delivery",
+                f"15 fan-out @{n} subs {label}: p99, sub CPU/delivery",
                 f"{best.get('p99_ns', math.nan) / 1e6:.1f} ms",
                 f"{best.get('subscriber_cpu_per_delivery_us', math.nan):.1f} µs",
                 "-",
