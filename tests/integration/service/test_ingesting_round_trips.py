@@ -5,12 +5,23 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 import redis.asyncio as aioredis
+from fastapi import FastAPI
 
-from service.event_sinks import StreamLimits
-from tests.integration.service.test_ingesting_hostile import KEYS, App, blob_event, make_app
+from service.event_sinks import RedisEventSink, StreamLimits
+from service.ingesting import make_events_router
+from tests.integration.service.test_event_sinks import CountingRedis
+from tests.integration.service.test_ingesting_hostile import (
+    JSON,
+    KEYS,
+    App,
+    ListResolver,
+    blob_event,
+    make_app,
+)
 
 pytestmark = pytest.mark.integration
 #: What the store script runs itself; Redis counts them in ``commandstats`` as well.
@@ -42,11 +53,14 @@ def mixed_batch(start: int) -> list[dict[str, Any]]:
 
 
 async def test_a_request_of_ten_events_is_one_script_call(client: aioredis.Redis) -> None:
-    """Ten events (accepted and dead-lettered) cost Redis one command, not one per event."""
-    app = await make_app(client, StreamLimits(dedup_window_s=60))
+    """Ten events (accepted and dead-lettered) cost one round trip and one script call."""
+    counting = CountingRedis(client)
+    app = await make_app(counting, StreamLimits(dedup_window_s=60))  # type: ignore[arg-type]
     assert (await app.post(mixed_batch(0))).status_code == 200  # loads the script once
     await client.config_resetstat()
+    counting.pipelines = 0
     response = await app.post(mixed_batch(100))
+    assert counting.pipelines == 1
     assert response.status_code == 200, response.text
     outcomes = [r["outcome"] for r in response.json()["results"]]
     assert outcomes == ["accepted"] * 8 + ["dead_lettered"] * 2
@@ -115,3 +129,31 @@ async def test_a_failed_stream_fails_the_request_and_a_retry_stores_each_event_o
     assert await client.xlen(KEYS.events_accepted) == 8
     assert await client.xlen(KEYS.events_dlq) == 2
     await app.http.aclose()
+
+
+class FlakyResolver(ListResolver):
+    """Configs from the fixed list, but the config store is down for one container."""
+
+    async def configs_for_container(self, container: str) -> list[dict[str, Any]]:
+        if container == "down":
+            raise ConnectionError("config store unreachable")
+        return await super().configs_for_container(container)
+
+
+async def test_a_config_store_failure_for_one_event_writes_no_event(
+    client: aioredis.Redis,
+) -> None:
+    """Every event is routed before any is stored: one failed lookup is a 503, nothing written."""
+    sink = RedisEventSink(client, KEYS, limits=StreamLimits(dedup_window_s=60))
+    app = FastAPI()
+    router = make_events_router(resolver=FlakyResolver(), sink=sink, retry_on=(ConnectionError,))
+    app.include_router(router)
+    down = blob_event(99)
+    down["subject"] = "/blobServices/default/containers/down/blobs/s/x.csv"
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        body = orjson.dumps([*mixed_batch(0)[:5], down, *mixed_batch(10)[:4]])
+        response = await http.post("/events/blob", content=body, headers=JSON)
+    assert response.status_code == 503, response.text
+    assert await client.xlen(KEYS.events_accepted) == 0
+    assert await client.xlen(KEYS.events_dlq) == 0
