@@ -38,12 +38,35 @@ def check_document(body: bytes, document: Any, *, where: str) -> Any:
     ``where`` names the document's root in messages (``events`` for a batch, ``event``
     for a single CloudEvent). Wide integers come back as strings of their digits.
     """
-    has_float = _check_depth(document, where)
+    too_deep, has_float = _scan(document)
+    if too_deep:
+        _check_depth(document, where)  # raises, naming the place
     # orjson turns a wide integer into a float: without any float in the document, a long
     # digit run is inside a string (Event Grid's ``sequencer`` has them) and needs no re-parse.
-    if (has_float or isinstance(document, float)) and _LONG_DIGITS.search(body):
+    if has_float and _LONG_DIGITS.search(body):
         return _exact_integers(body)
     return document
+
+
+def _scan(document: Any) -> tuple[bool, bool]:
+    """(nested too deep, holds a float): one pass that builds no place names (the slow
+    :func:`_check_depth` names the place only for a document that is too deep)."""
+    kind = type(document)
+    if kind is not dict and kind is not list:
+        return False, kind is float
+    has_float = False
+    stack: list[tuple[Any, int]] = [(document, -1 if kind is list else 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return True, has_float
+        for v in node.values() if type(node) is dict else node:
+            t = type(v)
+            if t is dict or t is list:
+                stack.append((v, depth + 1))
+            elif t is float:
+                has_float = True
+    return False, has_float
 
 
 def _check_depth(document: Any, where: str) -> bool:
