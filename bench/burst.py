@@ -50,7 +50,7 @@ from bench.common import (
     plot_lines,
     ratio,
 )
-from bench.propagation import CpuMeter, wait_until_async_leader
+from bench.propagation import CpuMeter, _settle, wait_until_async_leader
 from bench.replicas import WorkerSet, spread
 from shared.clients import MONGO_DOCUMENT_OPTIONS
 from shared.keys import Keys
@@ -149,7 +149,9 @@ async def _write(client: AsyncMongoClient[dict[str, Any]], n: int) -> tuple[int,
     return started, time.perf_counter_ns()
 
 
-async def _run(f: Fleet, ctx: Context, n: int, replicas: int) -> dict[str, Any]:
+async def _run(
+    f: Fleet, ctx: Context, n: int, replicas: int, *, watcher_env: dict[str, str] | None = None
+) -> dict[str, Any]:
     assert f.redis is not None and f.mongo is not None
     keys = Keys(NAMESPACE)
     redis = aioredis.Redis.from_url(f.redis.url)
@@ -161,12 +163,13 @@ async def _run(f: Fleet, ctx: Context, n: int, replicas: int) -> dict[str, Any]:
     plain_out = ctx.logs(NAME) / "plain.json"
     plain: asyncio.subprocess.Process | None = None
     try:
-        watcher = await asyncio.to_thread(f.start_watcher, "w-1")
+        watcher = await asyncio.to_thread(f.start_watcher, "w-1", **(watcher_env or {}))
         await wait_until_async_leader(redis, keys)
         counts = spread(replicas, WORKER_PROCESSES)
         await workers.start(
             "ours", counts, redis=f.redis.url, namespace=NAMESPACE, mongo=f.mongo_uri
         )
+        ids = [f"ours{w}-{i}" for w, c in enumerate(counts) for i in range(c)]
         log = (ctx.logs(NAME) / "plain.log").open("ab")
         try:
             plain = await _start_plain(f.mongo_uri, n, str(plain_out), log)
@@ -193,8 +196,10 @@ async def _run(f: Fleet, ctx: Context, n: int, replicas: int) -> dict[str, Any]:
             await plain.stdout.readline()
             await plain.wait()
         await _until_seq(redis, keys, seq_before + n)
-        await asyncio.sleep(1.0)  # the replicas apply what the last message carried
+        await _settle(redis, keys, ids)
         used = {k: v - before[k] for k, v in cpu.sample().items()}
+        info = await redis.info("stats")
+        dropped = int(info.get("client_output_buffer_limit_disconnections", 0))
         messages, size = counter.messages, counter.bytes
         reports = await workers.stop()
     finally:
@@ -213,7 +218,14 @@ async def _run(f: Fleet, ctx: Context, n: int, replicas: int) -> dict[str, Any]:
     held = [sorted(v - started for v in r["applied"].values()) for r in reports]
     incomplete = [r["instance_id"] for r, h in zip(reports, held, strict=True) if len(h) < n]
     if incomplete:
-        raise BenchError(f"replicas {incomplete} did not receive all {n} documents")
+        detail = [
+            (r["instance_id"], len(h), r["resyncs"], r["last_seq"])
+            for r, h in zip(reports, held, strict=True)
+        ]
+        raise BenchError(
+            f"replicas did not apply all {n} documents (a reload loads them instead; "
+            f"redis dropped {dropped} slow subscribers): {detail}"
+        )
     slowest = max(range(len(held)), key=lambda i: held[i][-1])
     return {
         "documents": n,
@@ -228,6 +240,7 @@ async def _run(f: Fleet, ctx: Context, n: int, replicas: int) -> dict[str, Any]:
         "cpu_seconds": used,
         "cpu_ms_per_change": {k: 1000 * v / n for k, v in used.items()},
         "resyncs": sum(sum(r["resyncs"].values()) for r in reports),
+        "redis_output_buffer_disconnections": dropped,
         "timeline": {
             "ours_slowest": _curve(held[slowest]),
             "plain_stream": _curve(plain_times),
@@ -253,22 +266,40 @@ def _curve(times_ns: list[int], points: int = 200) -> list[tuple[float, int]]:
     return [(0.0, 0), *out]
 
 
+async def _pass(ctx: Context, n: int, replicas: int, label: str, **env: str) -> dict[str, Any]:
+    """One burst in a fresh fleet (``env`` goes to the watcher process)."""
+    workdir = ctx.logs(f"{NAME}-{label}-fleet")
+    async with ours.fleet([], namespace=NAMESPACE, workdir=workdir) as f:
+        return await _run(f, ctx, n, replicas, watcher_env=env)
+
+
 async def run(ctx: Context) -> Outcome:
-    """Write the burst; time ours (slowest replica) against the plain change stream."""
+    """Write the burst; time ours (slowest replica) against the plain change stream.
+
+    Outside quick mode a second burst runs with batching off
+    (``SCC_PUBLISH_BATCH_MAX_CHANGES=1``: one message per change, the design before
+    batching), as context for what batching changed.
+    """
     n = ctx.pick(quick=5_000, default=100_000)
     replicas = ctx.pick(quick=2, default=10)
-    async with ours.fleet([], namespace=NAMESPACE, workdir=ctx.logs(f"{NAME}-fleet")) as f:
-        result = await _run(f, ctx, n, replicas)
+    result = await _pass(ctx, n, replicas, "batched")
+    unbatched = None
+    if not ctx.quick:
+        ctx.log("   again with batching off (one message per change)")
+        unbatched = await _pass(ctx, n, replicas, "unbatched", SCC_PUBLISH_BATCH_MAX_CHANGES="1")
     timeline = result["timeline"]
+    series = {
+        "ours (slowest replica)": timeline["ours_slowest"],
+        "plain PyMongo change stream": timeline["plain_stream"],
+    }
+    if unbatched is not None:
+        series["ours, batching off (slowest replica)"] = unbatched["timeline"]["ours_slowest"]
     png = plot_lines(
         ctx.out_dir / "burst.png",
         title=f"Burst of {n:,} inserts: held by the slowest of {replicas} replicas",
         xlabel="seconds since the first insert_many",
         ylabel="changes",
-        series={
-            "ours (slowest replica)": tuple(zip(*timeline["ours_slowest"], strict=True)),  # type: ignore[dict-item]
-            "plain PyMongo change stream": tuple(zip(*timeline["plain_stream"], strict=True)),  # type: ignore[dict-item]
-        },
+        series={k: ([p[0] for p in v], [p[1] for p in v]) for k, v in series.items()},
     )
     value = ratio(result["ours_seconds"], result["baseline_seconds"])
     rows = [
@@ -282,7 +313,25 @@ async def run(ctx: Context) -> Outcome:
             f"{result['changes_per_message'] or 0:.0f} changes/message",
         )
     ]
-    data = {"benchmark": NAME, "mode": ctx.mode, "ratio": value, **as_jsonable(result)}
+    if unbatched is not None:
+        off = ratio(unbatched["ours_seconds"], unbatched["baseline_seconds"])
+        rows.append(
+            Row(
+                "15 burst, batching off (context)",
+                f"{unbatched['ours_seconds']:.2f}s",
+                f"{unbatched['baseline_seconds']:.2f}s",
+                fmt_ratio(off),
+                "(context)",
+                None,
+            )
+        )
+    data = {
+        "benchmark": NAME,
+        "mode": ctx.mode,
+        "ratio": value,
+        **as_jsonable(result),
+        "unbatched": None if unbatched is None else as_jsonable(unbatched),
+    }
     return Outcome(NAME, rows, data, [png])
 
 

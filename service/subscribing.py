@@ -33,9 +33,11 @@ is older than the staleness bound, however long the reload takes or keeps failin
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import structlog
@@ -60,6 +62,28 @@ from shared.errors import MessageError
 from shared.messages import Message
 
 log = structlog.get_logger("service.subscribing")
+
+
+@contextmanager
+def collection_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector held off while one message is decoded and applied.
+
+    A batch allocates thousands of objects at once (its parsed JSON, one document and one
+    :class:`Message` per change) and most of them join the cache for good; left to run,
+    the collector would start many collections in the middle, each walking the young
+    documents again (measured: a third of a replica's CPU per change in a burst). Held
+    off, the objects are counted as usual and the next allocation after the message
+    starts at most the collection they are due. Never left off: restored on the way out,
+    whatever happens, and a no-op when the collector was already off.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 class Subscriber:
@@ -306,16 +330,17 @@ class Subscriber:
                 self.state.resubscriptions += 1
                 self._set_active(False)
                 continue
-            batch = self._decode_or_none(item)
-            if batch is None:
-                if self._bad_budget.spend(self._clock()):
-                    return "bad_message"
-                continue
-            self._alive(batch)
-            try:
-                await self._handle(item, batch, None)
-            except ResyncRequired as e:
-                return e.reason
+            with collection_paused():
+                batch = self._decode_or_none(item)
+                if batch is None:
+                    if self._bad_budget.spend(self._clock()):
+                        return "bad_message"
+                    continue
+                self._alive(batch)
+                try:
+                    await self._handle(item, batch, None)
+                except ResyncRequired as e:
+                    return e.reason
 
     def _decode_or_none(self, raw: bytes | str) -> Batch | None:
         try:

@@ -109,15 +109,16 @@ def change_obj(message: Message) -> dict[str, Any]:
     }
 
 
-def encode_change(message: Message) -> bytes:
-    """One change of a batch as sorted-key JSON (the form both body and signature embed).
+def encode_change(message: Message, *, signed: bool = True) -> bytes:
+    """One change of a batch as JSON; sorted-key JSON when it will be ``signed`` (the form
+    both body and signature embed -- unsorted, a signature would not verify).
 
     Raises what orjson / extended JSON raise for a document that cannot be encoded
     (``TypeError``, ``ValueError``, ...): the publisher's poison-document fallback.
     """
     if message.kind not in BATCH_KINDS:
         raise ValueError(f"a batch carries upserts and deletes, not {message.kind!r}")
-    return orjson.dumps(change_obj(message), option=orjson.OPT_SORT_KEYS)
+    return orjson.dumps(change_obj(message), option=orjson.OPT_SORT_KEYS if signed else 0)
 
 
 def encode_batch_body(

@@ -44,7 +44,32 @@ def _is_int(value: object) -> bool:
 
 
 def to_ejson(value: Any) -> Any:
-    """A BSON value (document, list, scalar) as relaxed extended JSON made of plain types."""
+    """A BSON value (document, list, scalar) as relaxed extended JSON made of plain types.
+
+    Plain JSON values of the exact built-in types (most of a config) are taken as they
+    are in one type test each; everything else -- subclasses, BSON types, out-of-range
+    ints, non-finite floats -- goes through :func:`_to_ejson_any` (same result, slower).
+    """
+    kind = type(value)
+    if kind is dict:
+        out = {}
+        for k, v in value.items():
+            vk = type(v)
+            plain = vk is str or vk is bool or v is None or (vk is float and math.isfinite(v))
+            out[k if type(k) is str else str(k)] = v if plain else to_ejson(v)
+        return out
+    if kind is list:
+        return [to_ejson(v) for v in value]
+    if kind is str or kind is bool or value is None:
+        return value
+    if kind is int and _INT64_MIN <= value <= _INT64_MAX:
+        return value
+    if kind is float and math.isfinite(value):
+        return value
+    return _to_ejson_any(value)
+
+
+def _to_ejson_any(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): to_ejson(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

@@ -1,5 +1,9 @@
 """The invalidation message: one JSON object per publish on ``{ns}:invalidations``.
 
+This module is the single-change form (``v: 1``: every heartbeat and resync, and any
+change published alone); several changes of one change-stream batch travel together as
+``v: 2`` (:mod:`shared.batches`, which reuses the field rules here for each change).
+
 Wire form (DESIGN.md)::
 
     {"v":1, "seq":int, "epoch":int, "term":str, "kind":"upsert"|"delete"|"resync"|"heartbeat",

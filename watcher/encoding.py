@@ -54,7 +54,7 @@ class Encoder:
         change fell back to a ``resync``, which comes back as a ``v: 1`` body (False).
         """
         room = BATCH_OVERHEAD if batch else SEQ_ROOM
-        encode: Callable[[Message], bytes] = encode_change if batch else self._single
+        encode: Callable[[Message], bytes] = self._change if batch else self._single
         try:
             data = encode(message)
         except UNENCODABLE as e:  # a poison document: it cannot travel, its key can
@@ -73,6 +73,9 @@ class Encoder:
 
     def _single(self, message: Message) -> bytes:
         return encode_body(message, hmac_key=self._hmac_key)
+
+    def _change(self, message: Message) -> bytes:
+        return encode_change(message, signed=self._hmac_key is not None)
 
     def _unencodable(
         self, message: Message, error: Exception, encode: Callable[[Message], bytes]
@@ -100,7 +103,7 @@ class Encoder:
             fallbacks.append(replace(message, doc_id=None))
         for slim in fallbacks:
             try:
-                return slim, encode(slim), encode is encode_change
+                return slim, encode(slim), encode == self._change
             except UNENCODABLE:
                 continue
         resync = replace(

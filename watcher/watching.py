@@ -220,15 +220,14 @@ class Follower:
                     await self._save(term, pos, force=pos.unsaved_changes > 0 or pos.saved is None)
                     continue
                 self._stats.last_event_at = self._clock.wall()
-                changes, tokens = await self._drain(stream, change)
+                changes = await self._drain(stream, change)
                 try:
                     await self._handle(changes, term)
                 except _Restart as r:
-                    changes, tokens = changes[: r.index], tokens[: r.index]
-                    if changes:  # those before the restart event were published
-                        self._published(changes, tokens, pos)
+                    # Those before the restart event were published; the position stays
+                    # where it was (the stream restarts from now after a resync anyway).
                     raise r.error from None
-                self._published(changes, tokens, pos)
+                self._published(changes, stream.resume_token, pos)
                 await self._save(term, pos, force=False)
         finally:
             stopped.cancel()
@@ -237,33 +236,31 @@ class Follower:
 
     async def _drain(
         self, stream: ChangeStream, change: Mapping[str, Any]
-    ) -> tuple[list[Mapping[str, Any]], list[ResumeToken | None]]:
+    ) -> list[Mapping[str, Any]]:
         """``change`` and every change the stream already holds (the rest of the server's
-        reply, up to the batch bound), each with the resume token after it.
+        reply, up to the batch bound).
 
         Never waits for more: only changes that ``try_next`` returns without a round trip
-        are taken, so a lone change goes out at once.
+        are taken, so a lone change goes out at once. The resume token is read once, after
+        the batch is published (PyMongo deep-copies it on every read: per change, that
+        copy cost more than the rest of the watcher's work on the change).
         """
-        changes, tokens = [change], [stream.resume_token]
+        changes = [change]
         limit = self._publisher.batch_max_changes
         while len(changes) < limit and stream.buffered():
             more = await stream.try_next()
             if more is None:
                 break
             changes.append(more)
-            tokens.append(stream.resume_token)
-        return changes, tokens
+        return changes
 
     def _published(
-        self,
-        changes: list[Mapping[str, Any]],
-        tokens: list[ResumeToken | None],
-        pos: _Position,
+        self, changes: list[Mapping[str, Any]], token: ResumeToken | None, pos: _Position
     ) -> None:
-        """Move the position to just after the last of ``changes`` (all published)."""
+        """Move the position to ``token``, just after the last of ``changes`` (published)."""
         last = changes[-1]
         self._stats.caught_up(event_wall_time(last))
-        pos.token = tokens[-1]
+        pos.token = token
         pos.cluster_time = cluster_seconds(last.get("clusterTime"))
         pos.unsaved_changes += len(changes)
 

@@ -101,3 +101,23 @@ async def test_a_replayed_batch_is_a_duplicate_and_a_forged_one_over_its_seqs_a_
     push_batch(rig, upsert(2, "b", v="forged"), upsert(3, "c"))
     assert await rig.sub.follow() == "seq_conflict"
     assert rig.doc("b") == config("b", v=1)
+
+
+async def test_the_collector_is_held_off_while_a_message_is_applied_and_restored_after() -> None:
+    """No garbage collection starts inside a batch's apply; the collector is back on after."""
+    import gc
+
+    rig = await Rig(seq=0).started()
+    seen: list[bool] = []
+    original = rig.sub.applier.apply_batch
+
+    async def apply_batch(messages, snapshot):  # type: ignore[no-untyped-def]
+        seen.append(gc.isenabled())
+        await original(messages, snapshot)
+
+    rig.sub.applier.apply_batch = apply_batch  # type: ignore[method-assign]
+    push_batch(rig, upsert(1, "a", v=1), upsert(2, "b", v=1))
+    push_batch(rig, upsert(4, "c", v=1), upsert(5, "d", v=1))  # a gap: raises inside
+    assert gc.isenabled()
+    assert await rig.sub.follow() == "gap"
+    assert seen == [False] and gc.isenabled()

@@ -372,3 +372,32 @@ def test_the_fast_field_check_accepts_only_what_the_detailed_one_accepts(
                 messages._build(obj, *fast)
             continue
         assert messages._build(obj, *fast) == expected
+
+
+def _reference_to_ejson(value: Any) -> Any:
+    """The general conversion, type test by type test (what the shortcut must equal)."""
+    from bson import json_util
+
+    from shared.ejson import EJSON_OPTIONS
+
+    if isinstance(value, dict):
+        return {str(k): _reference_to_ejson(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_reference_to_ejson(v) for v in value]
+    if value is None or value.__class__ is str or isinstance(value, bool):
+        return value
+    if isinstance(value, int) and -(2**63) <= value <= 2**63 - 1:
+        return int(value)
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    return json_util.default(value, json_options=EJSON_OPTIONS)
+
+
+@settings(max_examples=300, deadline=None)
+@given(bson_values)
+def test_the_plain_value_shortcut_of_to_ejson_changes_nothing(value: Any) -> None:
+    """Documents convert exactly as the general, type-by-type conversion does."""
+    from shared.ejson import to_ejson
+
+    doc = {"v": value, "nested": {"w": value, "list": [value, 1, "s"]}, 7: math.inf}
+    assert orjson.dumps(to_ejson(doc)) == orjson.dumps(_reference_to_ejson(doc))
