@@ -43,6 +43,7 @@ import orjson
 from service.applying import Applier
 from service.sequencing import Position, Sequencer, Verdict, digest
 from service.snapshot import Snapshot
+from service.subscribing import collection_paused
 from shared.batches import decode_batch
 from shared.errors import MessageError
 
@@ -106,7 +107,12 @@ class LightSubscriber:
         return self.sequencer.position.seq
 
     async def handle(self, raw: bytes) -> None:
-        """What ``service.subscribing.Subscriber._handle`` does with one message, timed."""
+        """What ``service.subscribing.Subscriber`` does with one message, timed (the cyclic
+        garbage collector held off meanwhile, as there)."""
+        with collection_paused():
+            await self._handle(raw)
+
+    async def _handle(self, raw: bytes) -> None:
         try:
             batch = decode_batch(raw)
         except MessageError:
