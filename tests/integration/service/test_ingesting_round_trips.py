@@ -157,3 +157,18 @@ async def test_a_config_store_failure_for_one_event_writes_no_event(
     assert response.status_code == 503, response.text
     assert await client.xlen(KEYS.events_accepted) == 0
     assert await client.xlen(KEYS.events_dlq) == 0
+
+
+async def test_the_byte_cap_holds_when_batches_cross_the_check(client: aioredis.Redis) -> None:
+    """Batches of 50 skip over multiples of 64, yet the byte cap is checked and trims count."""
+    app = await make_app(client, StreamLimits(max_bytes=24_000))
+    for r in range(6):
+        events = [blob_event(r * 50 + i, path=f"s/{r * 50 + i}.csv") for i in range(50)]
+        assert (await app.post(events)).status_code == 200
+    length = await client.xlen(KEYS.events_accepted)
+    assert length < 300
+    assert app.counters.trims.removed["accepted"] == 300 - length
+    assert app.counters.trims.length["accepted"] == length
+    used = await client.memory_usage(KEYS.events_accepted)
+    assert used is not None and used < 24_000 * 2  # at most 63 entries + one batch over
+    await app.http.aclose()
