@@ -38,12 +38,18 @@ def check_document(body: bytes, document: Any, *, where: str) -> Any:
     ``where`` names the document's root in messages (``events`` for a batch, ``event``
     for a single CloudEvent). Wide integers come back as strings of their digits.
     """
+    # No path can nest deeper than there are brackets in the body: a small body is not
+    # walked for depth at all (every opening bracket counted, in strings too: never less).
+    may_be_deep = body.count(b"{") + body.count(b"[") > MAX_DEPTH + 1
+    long_digits = _LONG_DIGITS.search(body) is not None
+    if not may_be_deep and not long_digits:
+        return document
     too_deep, has_float = _scan(document)
     if too_deep:
         _check_depth(document, where)  # raises, naming the place
     # orjson turns a wide integer into a float: without any float in the document, a long
     # digit run is inside a string (Event Grid's ``sequencer`` has them) and needs no re-parse.
-    if has_float and _LONG_DIGITS.search(body):
+    if has_float and long_digits:
         return _exact_integers(body)
     return document
 
