@@ -24,8 +24,11 @@ MAX_DEPTH: Final = 32
 #: orjson reads integers in [-2**63, 2**64) exactly; anything wider becomes a float.
 _INT_MIN: Final = -(2**63)
 _INT_MAX: Final = 2**64 - 1
-#: A run of this many digits is the only way to write an integer outside that range.
-_LONG_DIGITS: Final = re.compile(rb"\d{19}")
+#: A number token of this many digits is the only way to write an integer outside that
+#: range (a digit run inside a string, like Event Grid's ``sequencer``, is not preceded by
+#: ``[``, ``:``, ``,`` or whitespace and followed by one of ``, ] }`` or whitespace -- and
+#: where one happens to be, the document is only walked, never changed).
+_LONG_DIGITS: Final = re.compile(rb"(?:^|[\[:,\s])-?\d{19,}(?=[\s,\]}]|$)")
 
 
 class LimitError(ValueError):
