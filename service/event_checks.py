@@ -16,7 +16,6 @@ string of its digits, never rounded to a float.
 from __future__ import annotations
 
 import json
-import re
 from typing import Any, Final
 
 #: Deepest nesting of arrays/objects accepted in one event (the body array not counted).
@@ -24,11 +23,15 @@ MAX_DEPTH: Final = 32
 #: orjson reads integers in [-2**63, 2**64) exactly; anything wider becomes a float.
 _INT_MIN: Final = -(2**63)
 _INT_MAX: Final = 2**64 - 1
-#: A number token of this many digits is the only way to write an integer outside that
-#: range (a digit run inside a string, like Event Grid's ``sequencer``, is not preceded by
-#: ``[``, ``:``, ``,`` or whitespace and followed by one of ``, ] }`` or whitespace -- and
-#: where one happens to be, the document is only walked, never changed).
-_LONG_DIGITS: Final = re.compile(rb"(?:^|[\[:,\s])-?\d{19,}(?=[\s,\]}]|$)")
+#: A run of 19 digits is the only way to write an integer outside that range; it is a
+#: number token (not inside a string, like Event Grid's ``sequencer``) only when it starts
+#: a value and ends one (see :func:`_wide_integer_token`). Found by folding every digit to
+#: ``9`` and a substring search: ``re``'s ``\d{19}`` cost 40 ns a byte.
+_FOLD_DIGITS: Final = bytes.maketrans(b"0123456789", b"9" * 10)
+_RUN: Final = b"9" * 19
+_NINE, _MINUS = ord("9"), ord("-")
+_BEFORE_VALUE: Final = frozenset(b"[:, \t\n\r")
+_AFTER_VALUE: Final = frozenset(b",]} \t\n\r")
 
 
 class LimitError(ValueError):
@@ -44,7 +47,7 @@ def check_document(body: bytes, document: Any, *, where: str) -> Any:
     # No path can nest deeper than there are brackets in the body: a small body is not
     # walked for depth at all (every opening bracket counted, in strings too: never less).
     may_be_deep = body.count(b"{") + body.count(b"[") > MAX_DEPTH + 1
-    long_digits = _LONG_DIGITS.search(body) is not None
+    long_digits = _wide_integer_token(body)
     if not may_be_deep and not long_digits:
         return document
     too_deep, has_float = _scan(document)
@@ -55,6 +58,27 @@ def check_document(body: bytes, document: Any, *, where: str) -> Any:
     if has_float and long_digits:
         return _exact_integers(body)
     return document
+
+
+def _wide_integer_token(body: bytes) -> bool:
+    """Whether a 19+ digit run may be a number token (a run in a string may pass too:
+    the document is then only walked, never changed)."""
+    folded = body.translate(_FOLD_DIGITS)
+    at = folded.find(_RUN)
+    while at != -1:
+        start, end = at, at + len(_RUN)
+        while start > 0 and folded[start - 1] == _NINE:
+            start -= 1
+        while end < len(folded) and folded[end] == _NINE:
+            end += 1
+        if start > 0 and body[start - 1] == _MINUS:
+            start -= 1
+        if (start == 0 or body[start - 1] in _BEFORE_VALUE) and (
+            end == len(body) or body[end] in _AFTER_VALUE
+        ):
+            return True
+        at = folded.find(_RUN, end)
+    return False
 
 
 def _scan(document: Any) -> tuple[bool, bool]:
