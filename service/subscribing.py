@@ -341,6 +341,12 @@ class Subscriber:
                     await self._handle(item, batch, None)
                 except ResyncRequired as e:
                     return e.reason
+            # A turn for everything else between two messages: with a backlog, redis-py
+            # hands out buffered messages without suspending, and a batch is applied
+            # without yielding, so without this one busy subscriber would starve lookups
+            # and the other subscribers of its process (which would then take their own
+            # starvation for silence, resubscribe and lose messages).
+            await asyncio.sleep(0)
 
     def _decode_or_none(self, raw: bytes | str) -> Batch | None:
         try:

@@ -221,12 +221,7 @@ class Follower:
                     continue
                 self._stats.last_event_at = self._clock.wall()
                 changes = await self._drain(stream, change)
-                try:
-                    await self._handle(changes, term)
-                except _Restart as r:
-                    # Those before the restart event were published; the position stays
-                    # where it was (the stream restarts from now after a resync anyway).
-                    raise r.error from None
+                await self._handle(changes, term)
                 self._published(changes, stream.resume_token, pos)
                 await self._save(term, pos, force=False)
         finally:
@@ -265,14 +260,15 @@ class Follower:
         pos.unsaved_changes += len(changes)
 
     async def _handle(self, changes: list[Mapping[str, Any]], term: Term) -> None:
-        """Publish the drafts of ``changes`` together; a restart event ends them (raised as
-        :class:`_Restart` once the changes before it are published)."""
+        """Publish the drafts of ``changes`` together. A restart event among them raises
+        :class:`StreamInvalidated` once the changes before it are published (the position
+        is left where it was: the stream restarts from now, after a resync)."""
         drafts: list[Draft] = []
-        for i, change in enumerate(changes):
+        for change in changes:
             op = str(change.get("operationType"))
             if op in RESTART_OPS:
                 await self._publisher.send_batch(drafts, term)
-                raise _Restart(i, StreamInvalidated(op, f"{op} event on the watched collection"))
+                raise StreamInvalidated(op, f"{op} event on the watched collection")
             drafts.extend(self._translator.drafts(change))
         await self._publisher.send_batch(drafts, term)
 
@@ -352,14 +348,6 @@ async def _settle(task: asyncio.Task[None]) -> None:
 
 
 _STOPPED: Final = object()
-
-
-class _Restart(Exception):
-    """The change at ``index`` of a drained batch ends the stream (``error`` says why)."""
-
-    def __init__(self, index: int, error: StreamRestart) -> None:
-        super().__init__(str(error))
-        self.index, self.error = index, error
 
 
 async def _next_unless_stopped(stream: ChangeStream, stopped: asyncio.Task[Any]) -> object:

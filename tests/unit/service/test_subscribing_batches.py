@@ -121,3 +121,43 @@ async def test_the_collector_is_held_off_while_a_message_is_applied_and_restored
     assert gc.isenabled()
     assert await rig.sub.follow() == "gap"
     assert seen == [False] and gc.isenabled()
+
+
+async def test_a_subscriber_with_a_backlog_leaves_other_tasks_a_turn_between_messages() -> None:
+    """A feed that hands out buffered messages without suspending cannot starve lookups."""
+    from tests.unit.service.fakes import ScriptedFeed
+
+    class BufferedFeed(ScriptedFeed):
+        async def receive(self, wait_s: float) -> bytes | str | None:
+            if self.items:  # already buffered: returned without suspending, as redis-py does
+                item = self.items.popleft()
+                assert not isinstance(item, Exception)
+                return item
+            return await super().receive(wait_s)
+
+    rig = Rig(seq=0)
+    rig.sub._feed = rig.feed = BufferedFeed(rig.clock, seq=0, epoch=1)
+    await rig.sub.sync(None)
+    for n in range(20):
+        push_batch(rig, upsert(2 * n + 1, f"a{n}"), upsert(2 * n + 2, f"b{n}"))
+    turns = 0
+
+    async def other() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    bystander = asyncio.create_task(other())
+    await asyncio.sleep(0)
+    start = turns
+    follow = asyncio.create_task(rig.sub.follow())
+    for _ in range(10_000):
+        if rig.sub.state.last_seq == 40:
+            break
+        await asyncio.sleep(0)
+    assert rig.sub.state.last_seq == 40
+    assert turns - start >= 19  # a turn between messages, not only after the backlog
+    for task in (follow, bystander):
+        task.cancel()
+    await asyncio.gather(follow, bystander, return_exceptions=True)
