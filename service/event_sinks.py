@@ -107,8 +107,9 @@ async def store_each(
 ) -> list[bytes | None | Exception]:
     """:meth:`BatchEventSink.store_many` over any sink: a batch sink's own, else one call
     per entry (concurrently); per-entry :class:`EventSinkUnavailable` are returned."""
-    if isinstance(sink, BatchEventSink):
-        return await sink.store_many(entries)
+    store_many = getattr(sink, "store_many", None)  # isinstance(, BatchEventSink) is slow
+    if store_many is not None:
+        return cast(list[bytes | None | Exception], await store_many(entries))
 
     async def one(e: SinkEntry) -> bytes | None:
         if e.stream == "accepted":
@@ -220,7 +221,8 @@ class RedisEventSink:
         fields: list[str] = []
         for name, value in record.items():
             fields.append(name)
-            fields.append(_field(name, value))
+            plain = value.__class__ is str and name != "event"
+            fields.append(value if plain else _field(name, value))
         seen = _digest(dedup_key) if dedup_key and self._window_ms > 0 else ""
         done: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
         self._pending.append(_Entry(stream, seen, answer, fields, done))
