@@ -37,6 +37,7 @@ BENCHMARKS: dict[str, str] = {
     "handover": "bench.handover",
     "redis_failover": "bench.redis_failover",
     "burst": "bench.burst",
+    "fanout_curve": "bench.fanout_curve",
 }
 
 RESULTS = Path(__file__).resolve().parent / "results"
