@@ -45,7 +45,7 @@ from scc.rendering import (
 from scc.snapshot import Rules, Snapshot
 from shared import layout
 from shared.channels import sharded
-from shared.keys import Keys
+from shared.keys import Keys, LegacyKeys
 from shared.settings import RedisSettings, SecuritySettings, TimingSettings, load_group
 
 
@@ -293,7 +293,7 @@ def migrate_keys_command(args: argparse.Namespace, out: IO[str]) -> int:
         elif holder is not None and not args.force:
             raise NotConfirmed(
                 f"refusing: watcher {holder!r} still holds the old lease "
-                f"{where.keys.namespace}:leader; stop every watcher first (or --force)"
+                f"{LegacyKeys(where.keys.namespace).leader}; stop every watcher first (or --force)"
             )
         steps = layout.plan(client, where.keys)
         conflicts = [s for s in steps if s.action == "conflict"]
