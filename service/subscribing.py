@@ -40,10 +40,11 @@ import structlog
 from service.applying import Applier
 from service.caching import ConfigCache
 from service.errors import FeedLost, ResyncRequired, StoreError
-from service.feed import SUBSCRIBED, Feed
+from service.feed import CAUGHT_UP, SUBSCRIBED, Feed
 from service.loading import load_buffering
 from service.sequencing import Position, Sequencer, Verdict, digest
 from service.snapshot import Snapshot
+from service.snapshot_tail import SnapshotTail
 from service.storing import ConfigStore
 from service.subscriber_state import (
     MAX_BACKOFF_S,
@@ -101,6 +102,8 @@ class Subscriber:
         self._quiet_since = clock()
         self._silent_streak = 0
         self._bad_budget = BadMessageBudget()
+        #: Messages from before the position a load or resubscription started at.
+        self._tail: SnapshotTail | None = None
 
     @property
     def ready(self) -> bool:
@@ -197,6 +200,7 @@ class Subscriber:
         self.state.subscribed = True
         if reopened:
             self.state.resubscriptions += 1
+            await self._open_tail()
         if not self.state.redis_ok:
             log.info("redis reachable again; subscription confirmed")
         self.state.redis_ok = True
@@ -230,6 +234,7 @@ class Subscriber:
         was_warm = self._cache.warmed
         try:
             s0, e0, t0 = await self._feed.position()
+            self._tail = self._new_tail(Position(seq=s0, epoch=e0, term=t0))
             started, t_start = self._clock(), time.perf_counter()
             floor = await self._store.read_time()
             docs, buffered = await load_buffering(
@@ -237,6 +242,7 @@ class Subscriber:
             )
             snapshot, skipped = Snapshot.build(docs, key_field=self._key_field, floor=floor)
             self._seq.reset(Position(seq=s0, epoch=e0, term=t0))
+            self._tail.opened_at = self._clock()  # its window counts from the swap
             replayed = 0
             for raw, message in buffered:
                 if message.seq > s0:  # older ones are already in the load
@@ -267,6 +273,9 @@ class Subscriber:
 
     def _buffer_one(self, raw: bytes | str) -> Message | None:
         """A message received while loading: decoded, applied to the serving cache at once."""
+        if raw == CAUGHT_UP:
+            self._caught_up()
+            return None
         message = self._decode_or_none(raw)
         if message is not None:
             self._alive(message)
@@ -299,6 +308,10 @@ class Subscriber:
                 # heartbeat (it carries the current seq) tells. Until then: unconfirmed.
                 self.state.resubscriptions += 1
                 self._set_active(False)
+                await self._open_tail()
+                continue
+            if item == CAUGHT_UP:
+                self._caught_up()
                 continue
             message = self._decode_or_none(item)
             if message is None:
@@ -337,6 +350,10 @@ class Subscriber:
 
     async def _handle(self, raw: bytes | str, message: Message, snapshot: Snapshot | None) -> int:
         """Decide on ``message`` (see :mod:`service.sequencing`); apply it (1) or not (0)."""
+        if self._tail is not None and self._tail.covers(message, self._clock()):
+            self.state.tail_covered += 1
+            log.debug("message from before the starting point ignored", seq=message.seq)
+            return 0
         body = None if message.kind == "heartbeat" else digest(raw)
         decision = self._seq.decide(message, body)
         if decision.verdict is Verdict.RESYNC:
@@ -379,6 +396,23 @@ class Subscriber:
         self.state.behind_s = age
         self._cache.mark_fresh(age)
         self._set_active(age <= self._cache.max_staleness_s / 2)
+
+    async def _open_tail(self) -> None:
+        """After a resubscription: ignore late copies of what the cache already reflects
+        (see service.snapshot_tail) until the marker published now arrives."""
+        self._tail = self._new_tail(self._seq.position)
+        await self._feed.mark()
+
+    def _new_tail(self, position: Position) -> SnapshotTail:
+        window = 3 * self._heartbeat_s
+        return SnapshotTail(
+            s0=position.seq, term=position.term, opened_at=self._clock(), window_s=window
+        )
+
+    def _caught_up(self) -> None:
+        if self._tail is not None and not self._tail.closed:
+            self._tail.close()
+            log.debug("subscription caught up with the starting point", covered=self._tail.covered)
 
     def _publish_position(self) -> None:
         pos = self._seq.position

@@ -22,15 +22,14 @@ class BrokenPubSub:
 
     def __init__(self, error: BaseException) -> None:
         self.error = error
-        self.confirmed = False
+        self.unconfirmed: list[str] = []
 
-    async def subscribe(self, channel: str) -> None:
-        return None
+    async def subscribe(self, *channels: str) -> None:
+        self.unconfirmed = list(channels)
 
     async def get_message(self, timeout: float) -> dict[str, Any] | None:  # noqa: ASYNC109 - mirrors redis-py
-        if not self.confirmed:
-            self.confirmed = True
-            return {"type": "subscribe"}
+        if self.unconfirmed:
+            return {"type": "subscribe", "channel": self.unconfirmed.pop(0).encode()}
         raise self.error
 
     async def aclose(self) -> None:
@@ -49,6 +48,34 @@ class BrokenRedis:
     async def mget(self, *keys: str) -> list[Any]:
         raise self.error
 
+    def pipeline(self, transaction: bool = True) -> BrokenPipeline:
+        return BrokenPipeline(self.error)
+
+    async def publish(self, channel: str, message: str) -> int:
+        raise self.error
+
+
+class BrokenPipeline:
+    """A MULTI/EXEC pipeline whose execute fails with ``error``."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    async def __aenter__(self) -> BrokenPipeline:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    def mget(self, keys: list[str]) -> None:
+        return None
+
+    def publish(self, channel: str, message: str) -> None:
+        return None
+
+    async def execute(self) -> list[Any]:
+        raise self.error
+
 
 @pytest.mark.parametrize("error", [CLOSED_TRANSPORT, RedisConnectionError("reset"), OSError(104)])
 async def test_broken_connection_is_feed_lost(error: BaseException) -> None:
@@ -59,3 +86,5 @@ async def test_broken_connection_is_feed_lost(error: BaseException) -> None:
         await feed.receive(0.01)
     with pytest.raises(FeedLost):
         await feed.position()
+    with pytest.raises(FeedLost):
+        await feed.mark()
