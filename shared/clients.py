@@ -14,6 +14,7 @@ picked so that a fleet spreads over them (:class:`SpreadReplicaPool`).
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any, Final
@@ -41,6 +42,8 @@ from shared.settings import MongoSettings, RedisSettings
 #: <TCPTransport closed=True ...>" from inside redis-py. Adapters catch exactly these.
 REDIS_DOWN_ERRORS: Final = (RedisError, OSError, RuntimeError)
 
+#: A trailing ``-<number>`` of an instance id (see :func:`spread_index`).
+_ORDINAL: Final = re.compile(r"-(\d+)$")
 #: Reconnect attempts of a Sentinel client's command before the error reaches the caller.
 SENTINEL_RETRIES: Final = 3
 #: How long, after a switch, the demoted primary is refused even if a sentinel names it.
@@ -135,7 +138,15 @@ class SpreadReplicaPool(SentinelConnectionPool):
 
 
 def spread_index(instance_id: str) -> int:
-    """A stable, well-mixed number for ``instance_id`` (the same in every process and run)."""
+    """A stable number for ``instance_id`` (the same in every process and run).
+
+    An ordinal suffix (``scc-service-0``, ``r-2``: StatefulSet pods, numbered fleets) is
+    the number itself, so consecutive instances take consecutive replicas; any other id is
+    hashed (an even spread in expectation: Deployment pods, host-pid ids).
+    """
+    ordinal = _ORDINAL.search(instance_id)
+    if ordinal is not None and len(ordinal.group(1)) <= 6:
+        return int(ordinal.group(1))
     return int.from_bytes(hashlib.sha256(instance_id.encode()).digest()[:4], "big")
 
 

@@ -178,3 +178,11 @@ def test_subscribe_url_defaults_to_the_redis_url_and_is_validated() -> None:
     with pytest.raises(ConfigError) as info:
         load_group(RedisSettings, subscribe_url="redis+sentinel://h:1/m?role=slave")
     assert str(info.value).startswith("SCC_REDIS_SUBSCRIBE_URL: Value error, ")
+
+
+def test_spread_index_follows_an_ordinal_suffix_and_hashes_the_rest() -> None:
+    """Numbered instances take consecutive replicas; other ids get a stable hash."""
+    from shared.clients import spread_index
+
+    assert [spread_index(f"scc-service-{i}") % 2 for i in range(4)] == [0, 1, 0, 1]
+    assert spread_index("pod-abc") == spread_index("pod-abc") != spread_index("pod-abd")
