@@ -185,7 +185,7 @@ class Subscriber:
         )
         while (left := deadline - self._clock()) > 0:
             item = await self._feed.receive(left)
-            if item is None or item == SUBSCRIBED:
+            if item is None or item in (SUBSCRIBED, CAUGHT_UP):
                 continue  # the reload that follows covers whatever a resubscription lost
             message = self._decode_or_none(item)
             if message is not None:
@@ -386,7 +386,9 @@ class Subscriber:
     def _confirmed(self, heartbeat: Message, snapshot: Snapshot | None) -> None:
         """A heartbeat at our seq: current as of ``behind`` seconds before it was sent (a
         replaying watcher trails real time), plus however long it took to reach us (a
-        starved process or a slow Redis); live only while that is well inside the bound."""
+        starved process, a slow Redis, or replication lag when subscribed on a Redis
+        replica: measured from the watcher's ``published_at``, lag counts as age); live
+        only while that is well inside the bound."""
         if snapshot is not None or self.state.pending_resync is not None:
             return
         in_transit = (

@@ -62,3 +62,15 @@ async def test_after_the_marker_a_heartbeat_below_the_start_is_a_reset_again() -
     rig = await Rig([config("a")], seq=7).started()
     rig.feed.push(CAUGHT_UP, encode(heartbeat(5)))
     assert await rig.sub.follow() == "seq_reset"
+
+
+async def test_a_marker_is_never_taken_for_a_bad_message() -> None:
+    """CAUGHT_UP during the load, while a reload is deferred and while following is no message."""
+    rig = Rig([config("a")], seq=3)
+    rig.store.on_load = lambda: rig.feed.push(CAUGHT_UP)
+    await rig.sub.sync(None)
+    rig.feed.push(CAUGHT_UP)
+    await rig.sub._pace("broadcast")
+    rig.feed.push(CAUGHT_UP)
+    assert await rig.sub.follow() == "silent"
+    assert sum(rig.sub.state.rejected.values()) == 0
