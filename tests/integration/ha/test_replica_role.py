@@ -128,3 +128,28 @@ async def test_a_subscription_moves_when_its_replica_goes_away(
     finally:
         await close_feed(feed)
         await asyncio.to_thread(sentinel_group.node_on(before).start)
+
+
+@pytest.mark.timeout(60)
+async def test_a_subscription_on_a_replica_follows_a_planned_failover(
+    sentinel_group: SentinelGroup,
+) -> None:
+    """SENTINEL FAILOVER: the feed is moved (never silently), then hears the new primary."""
+    feed = await open_feed(sentinel_group, "r-0")
+    try:
+        assert await receive_publish(feed, sentinel_group, within_s=5) == []
+        old = sentinel_group.primary.port
+        sentinel_group.failover()
+        new = await asyncio.to_thread(sentinel_group.wait_new_primary, old)
+        seen: list[str] = []
+        deadline = time.monotonic() + 20
+        # Sentinel kills the pub/sub clients of every node it reconfigures or promotes.
+        while not seen and time.monotonic() < deadline:
+            seen = await receive_publish(feed, sentinel_group, within_s=20)
+        assert seen and seen[0] in (SUBSCRIBED, "lost"), seen
+        await asyncio.to_thread(sentinel_group.wait_settled, 30)
+        assert await receive_publish(feed, sentinel_group, within_s=10) == []
+        assert sentinel_group.primary.port == new
+        assert subscribed_on(sentinel_group, "sub-r-0")
+    finally:
+        await close_feed(feed)
