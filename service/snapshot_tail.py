@@ -22,25 +22,30 @@ the primary executed it. The protocol stays correct under that lag, because:
    back (``seq_reset``), and one of a previous leader's term or epoch like a reset
    (``term_reset`` / ``epoch_backwards``) -- reloads no loss called for.
 
-:class:`SnapshotTail` tells those apart: after a load at S0 in term T, a heartbeat with
-``seq < S0`` and a change of another term with ``seq <= S0`` are *covered by the load* --
-ignored and counted (a change of term T at or below S0 stays a duplicate, or a conflict)
--- until the stream shows it has caught up: the first message after S0, or a heartbeat of
-term T at S0 (in the primary's order every later message has ``seq >= S0`` unless Redis
-lost writes, which the normal rules then catch), or :attr:`SnapshotTail.window_s` after
-the load (three heartbeat intervals, the point at which a silent stream is inactive
-anyway). Past the window the normal rules apply again, so a lag longer than that costs at
-worst one unneeded reload, never a missed change.
+:class:`SnapshotTail` tells those apart: after a load at S0 in term T and epoch E, a
+heartbeat of term T with ``seq < S0`` and any message of an *older* leader (another term,
+a lower epoch) at or below S0 are *covered by the load* -- ignored and counted. A change
+of term T at or below S0 stays a duplicate (or a conflict), and a message of a leader
+*newer* than E below S0 stays a reset: only leaders from before the read can be late.
 
-A **resubscription** opens a new tail at the position the cache reflects then: the new
-connection may be on a replica that lags more than the old one did, so it can deliver,
-after our SUBSCRIBE, messages we already had. What it cannot do is skip one: whatever is
-published after the resubscription, and was not delivered before it, arrives or is a gap.
+The tail ends when the stream shows it has caught up: exactly, when the feed's catch-up
+marker arrives (:data:`~service.feed.CAUGHT_UP`: published on the primary in the same
+MULTI/EXEC as the S0 read, so it follows every earlier PUBLISH through replication);
+otherwise at the first message after S0, at a heartbeat of term T at S0, or at the
+latest :attr:`SnapshotTail.window_s` after the swap (three heartbeat intervals, when a
+silent stream turns inactive anyway). Past its end the normal rules judge every message,
+so a lag beyond the window costs at worst one unneeded reload, never a missed change.
 
-What the tail gives up: if Redis lost writes (a failover) *inside* the window and the
-counter climbed back past S0 before a heartbeat showed it, the changes between are taken
-for covered ones; outside a reload's first heartbeat intervals the normal rules judge
-every message, and the same loss inside a load was never caught either.
+A **resubscription** opens a new tail at the position the cache reflects then (and the
+subscriber publishes a new marker): the new connection may be on a replica that lags more
+than the old one did, so it can deliver, after our SUBSCRIBE, messages we already had.
+What it cannot do is skip one: whatever is published after the resubscription and was not
+delivered before it arrives, or shows as a gap.
+
+What the tail gives up: a reset (Redis lost writes) whose first heartbeats land between
+the S0 read (or a resubscription) and the marker is seen one heartbeat later; if no
+marker comes, within the window. The same loss during a load was never caught by the
+load either; a leader newer than the read that restarted below S0 is never covered.
 """
 
 from __future__ import annotations
@@ -58,6 +63,8 @@ class SnapshotTail:
     term: str | None
     opened_at: float
     window_s: float
+    #: The epoch Redis held with S0 (None: unknown); only older leaders can be late.
+    epoch: int | None = None
     #: Messages ignored as covered by the load.
     covered: int = 0
     closed: bool = False
@@ -72,14 +79,23 @@ class SnapshotTail:
         if message.seq > self.s0:
             self.closed = True  # the stream has caught up with the starting point
             return False
-        if message.seq == self.s0 and message.kind == "heartbeat":
-            if self.term is None or message.term == self.term:
-                self.closed = True  # a heartbeat confirming the starting point itself
-            return False  # (another term's heartbeat at S0: the normal rules judge it)
-        if message.kind != "heartbeat" and (self.term is None or message.term == self.term):
+        same_term = self.term is None or message.term == self.term
+        if message.kind == "heartbeat" and message.seq == self.s0 and same_term:
+            self.closed = True  # a heartbeat confirming the starting point itself
+            return False
+        if same_term and message.kind != "heartbeat":
             return False  # a duplicate of this term: the normal rules say so (or a conflict)
+        if not same_term and not self._older_leader(message):
+            return False  # a leader newer than S0 restarted below it: the normal rules
         self.covered += 1
         return True
+
+    def _older_leader(self, message: Message) -> bool:
+        return (
+            self.epoch is None
+            or message.epoch < self.epoch
+            or (message.epoch == self.epoch and message.kind == "heartbeat")
+        )
 
     def close(self) -> None:
         """End the tail (a resubscription: the new connection carries no old messages)."""
