@@ -42,10 +42,11 @@ than the old one did, so it can deliver, after our SUBSCRIBE, messages we alread
 What it cannot do is skip one: whatever is published after the resubscription and was not
 delivered before it arrives, or shows as a gap.
 
-What the tail gives up: a reset (Redis lost writes) whose first heartbeats land between
-the S0 read (or a resubscription) and the marker is seen one heartbeat later; if no
-marker comes, within the window. The same loss during a load was never caught by the
-load either; a leader newer than the read that restarted below S0 is never covered.
+What the tail gives up: at start-up nothing -- the marker shares the MULTI/EXEC with the
+read, so every message covered was executed before it. After a resubscription, a reset
+(Redis lost writes) whose first heartbeat lands between the new SUBSCRIBE and the marker
+is seen one heartbeat later; without any marker (a feed that sends none), a reset within
+the window is seen when the window ends. A leader newer than the read is never covered.
 """
 
 from __future__ import annotations
