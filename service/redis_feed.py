@@ -23,11 +23,13 @@ by itself: redis-py reconnects through the pool, which picks the next replica (o
 master), and Sentinel kills the pub/sub clients of every node it reconfigures; either way
 the subscriber sees a resubscription.
 
-*Catch-up marker*: :meth:`RedisFeed.position` reads the counters and PUBLISHes a token on
-this replica's own channel (``Keys.catch_up``) in one MULTI/EXEC on the primary, and the
-subscription listens on that channel too. PUBLISH travels the replication stream in the
-primary's order, so when the token arrives (:data:`CAUGHT_UP`) every message published
-before the read has arrived: the exact end of the late tail (:mod:`service.snapshot_tail`).
+*Catch-up marker*: :meth:`RedisFeed.position` reads the counters, then PUBLISHes a token
+on this replica's own channel (``Keys.catch_up``) on the primary -- sent after the read's
+reply, so executed after the read -- and the subscription listens on that channel too.
+PUBLISH travels the replication stream in the primary's order, so when the token arrives
+(:data:`CAUGHT_UP`) every message published before the read has arrived: the end of the
+late tail (:mod:`service.snapshot_tail`). Two commands, not a MULTI/EXEC, so it works the
+same on every client (a cluster takes no keyless command in a transaction).
 """
 
 from __future__ import annotations
@@ -147,17 +149,14 @@ class RedisFeed:
         return None  # pong, unsubscribe, the marker channel's own confirmation
 
     async def position(self) -> tuple[int, int | None, str | None]:
-        """``({ns}:seq or 0, {ns}:epoch or None, {ns}:term or None)``, in one MGET, with the
-        catch-up marker published right after it in the same MULTI/EXEC."""
+        """``({ns}:seq or 0, {ns}:epoch or None, {ns}:term or None)``, in one MGET, then the
+        catch-up marker published on the primary (executed after the read there)."""
         keys = self._keys
-        token = self._next_mark()
         try:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.mget([keys.seq, keys.epoch, keys.term])
-                pipe.publish(self._marker_channel, token)
-                (raw_seq, raw_epoch, raw_term), _ = await pipe.execute()
+            raw_seq, raw_epoch, raw_term = await self._redis.mget([keys.seq, keys.epoch, keys.term])
         except REDIS_DOWN_ERRORS as e:
             raise FeedLost(f"cannot read {keys.seq}: {e}") from e
+        await self.mark()
         seq = _as_int(raw_seq, keys.seq)
         term = raw_term.decode(errors="replace") if isinstance(raw_term, bytes) else raw_term
         return (seq or 0), _as_int(raw_epoch, keys.epoch), term

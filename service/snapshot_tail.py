@@ -29,8 +29,8 @@ of term T at or below S0 stays a duplicate (or a conflict), and a message of a l
 *newer* than E below S0 stays a reset: only leaders from before the read can be late.
 
 The tail ends when the stream shows it has caught up: exactly, when the feed's catch-up
-marker arrives (:data:`~service.feed.CAUGHT_UP`: published on the primary in the same
-MULTI/EXEC as the S0 read, so it follows every earlier PUBLISH through replication);
+marker arrives (:data:`~service.feed.CAUGHT_UP`: published on the primary right after the
+S0 read, so it follows every earlier PUBLISH through replication);
 otherwise at the first message after S0, at a heartbeat of term T at S0, or at the
 latest :attr:`SnapshotTail.window_s` after the swap (three heartbeat intervals, when a
 silent stream turns inactive anyway). Past its end the normal rules judge every message,
@@ -42,11 +42,11 @@ than the old one did, so it can deliver, after our SUBSCRIBE, messages we alread
 What it cannot do is skip one: whatever is published after the resubscription and was not
 delivered before it arrives, or shows as a gap.
 
-What the tail gives up: at start-up nothing -- the marker shares the MULTI/EXEC with the
-read, so every message covered was executed before it. After a resubscription, a reset
-(Redis lost writes) whose first heartbeat lands between the new SUBSCRIBE and the marker
-is seen one heartbeat later; without any marker (a feed that sends none), a reset within
-the window is seen when the window ends. A leader newer than the read is never covered.
+What the tail gives up: a reset (Redis lost writes) whose first heartbeat the primary runs
+in the moment between the S0 read (or a new SUBSCRIBE) and the marker is seen one
+heartbeat later; without any marker (a feed that sends none), a reset within the window
+is seen when the window ends. A leader newer than the read is never covered, and a
+change after S0 always ends the tail.
 """
 
 from __future__ import annotations

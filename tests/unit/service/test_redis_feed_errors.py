@@ -48,32 +48,7 @@ class BrokenRedis:
     async def mget(self, *keys: str) -> list[Any]:
         raise self.error
 
-    def pipeline(self, transaction: bool = True) -> BrokenPipeline:
-        return BrokenPipeline(self.error)
-
     async def publish(self, channel: str, message: str) -> int:
-        raise self.error
-
-
-class BrokenPipeline:
-    """A MULTI/EXEC pipeline whose execute fails with ``error``."""
-
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
-
-    async def __aenter__(self) -> BrokenPipeline:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        return None
-
-    def mget(self, keys: list[str]) -> None:
-        return None
-
-    def publish(self, channel: str, message: str) -> None:
-        return None
-
-    async def execute(self) -> list[Any]:
         raise self.error
 
 
