@@ -3,12 +3,15 @@
 The fleet is :class:`~tests.chaos.sentinel_rig.SentinelRig`'s (1 primary, 2 replicas, 3
 sentinels); every service replica also gets ``SCC_REDIS_SUBSCRIBE_URL`` = the group's URL
 with ``?role=replica``, so it subscribes on one of the master's replicas (picked by its
-instance id) while seq reads, heartbeat hashes and events go to the primary. Mid-burst the
-Redis replica carrying the most subscriptions is SIGKILLed and started again (it resyncs
-from the primary). Its own invariants: at the start every subscription sits on a Redis
-replica, never the primary; afterwards every service replica is subscribed again
-somewhere; a service replica whose subscription did not move reloads for no reason (a
-move may cost a reload, when messages were lost with it: a proven loss). Noted: where
+instance id) while seq reads, heartbeat hashes and events go to the primary. First one
+Redis replica is frozen (SIGSTOP) for :data:`LAG_S` mid-burst -- replication lag: every
+message reaches its subscribers that much later, none is lost, so no one may reload.
+Then the Redis replica carrying the most subscriptions is SIGKILLed and started again (it
+resyncs from the primary). Its own invariants: at the start every subscription sits on a
+Redis replica, never the primary; no reload after the lag; afterwards every service
+replica is subscribed again somewhere; a service replica whose subscription did not move
+reloads for no reason (a move may cost a reload, when messages were lost with it: a
+proven loss). Noted: where
 the subscriptions were before and after, how many moved, and reloads per service replica.
 The shared checks hold as always (caches exact, monotonic, bounded staleness).
 """
@@ -23,6 +26,8 @@ from tests.chaos.sentinel_rig import SentinelRig
 from tests.support.fleet import Child
 
 NAME = "replica-subscribers"
+#: How long a Redis replica is frozen to make its subscribers lag (under 3 heartbeats).
+LAG_S = 0.45
 TITLE = "S4. Subscribers on Redis replicas; a Redis replica restarted mid-burst"
 
 
@@ -70,8 +75,15 @@ def run(rig: Rig) -> None:
     for name, port in before.items():
         rig.check(port is not None, f"{name} is not subscribed on any Redis node")
         rig.check(port != primary, f"{name} subscribes on the primary, not on a replica")
-    time.sleep(rig.profile.burst_s)
     ports = [p for p in before.values() if p is not None and p != primary]
+    if ports:
+        lagging = rig.group.node_on(ports[0])
+        time.sleep(rig.profile.burst_s / 2)
+        lagging.pause()
+        time.sleep(LAG_S)
+        lagging.resume()
+        time.sleep(rig.profile.burst_s / 2)
+        rig.check_no_unproven_reloads(f"a Redis replica lagged {LAG_S} s")
     victim = max(set(ports), key=ports.count) if ports else None
     if not rig.check(victim is not None, "no Redis replica carries a subscription"):
         return
