@@ -115,7 +115,9 @@ class SpreadReplicaPool(SentinelConnectionPool):
     (re)connect goes on round-robin from the replica used last, skipping those that refuse,
     and falls back to the master when no replica is reachable (reading pub/sub from a
     master is fine): a subscription whose replica went away, was restarted or reconfigured
-    (Sentinel kills a reconfigured node's pub/sub clients) moves to another node.
+    (Sentinel kills a reconfigured node's pub/sub clients) moves to another node, and so
+    does one on a replica that answers but has lost its primary (the subscriber reopens a
+    silent subscription, and the reconnect takes the next replica).
     """
 
     spread_index: int = 0
