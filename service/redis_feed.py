@@ -156,7 +156,10 @@ class RedisFeed:
             raw_seq, raw_epoch, raw_term = await self._redis.mget([keys.seq, keys.epoch, keys.term])
         except REDIS_DOWN_ERRORS as e:
             raise FeedLost(f"cannot read {keys.seq}: {e}") from e
-        await self.mark()
+        try:
+            await self.mark()
+        except FeedLost as e:  # the tail then ends by its window instead
+            log.warning("catch-up marker not published", error=str(e))
         seq = _as_int(raw_seq, keys.seq)
         term = raw_term.decode(errors="replace") if isinstance(raw_term, bytes) else raw_term
         return (seq or 0), _as_int(raw_epoch, keys.epoch), term

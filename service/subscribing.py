@@ -8,7 +8,9 @@ DESIGN.md rule 2:
 2. read ``{ns}:seq``, ``{ns}:epoch`` and ``{ns}:term`` as the starting position;
 3. load the whole collection (majority read, after taking the majority read time as the
    snapshot's cluster-time floor) while buffering incoming messages;
-4. replay buffered messages after the starting seq onto the new snapshot, then swap it in.
+4. replay buffered messages after the starting seq onto the new snapshot, then swap it in;
+   late copies of messages from before the starting seq (a subscription on a lagging
+   Redis replica) are ignored until the stream caught up (:mod:`service.snapshot_tail`).
 
 Then every message goes through :func:`service.sequencing.decide` (apply, duplicate,
 confirm, or reload and why) and :class:`service.applying.Applier` (never backwards per
@@ -403,7 +405,10 @@ class Subscriber:
         """After a resubscription: ignore late copies of what the cache already reflects
         (see service.snapshot_tail) until the marker published now arrives."""
         self._tail = self._new_tail(self._seq.position)
-        await self._feed.mark()
+        try:
+            await self._feed.mark()
+        except FeedLost as e:  # the primary, not the subscription: the window ends the tail
+            log.warning("catch-up marker not published", error=str(e))
 
     def _new_tail(self, position: Position) -> SnapshotTail:
         window = 3 * self._heartbeat_s

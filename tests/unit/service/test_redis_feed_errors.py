@@ -63,3 +63,16 @@ async def test_broken_connection_is_feed_lost(error: BaseException) -> None:
         await feed.position()
     with pytest.raises(FeedLost):
         await feed.mark()
+
+
+class ReadOnlyRedis(BrokenRedis):
+    """Reads work; publishing (the catch-up marker) fails."""
+
+    async def mget(self, *keys: str) -> list[Any]:
+        return [b"7", b"2", b"t"]
+
+
+async def test_a_marker_that_cannot_be_published_does_not_fail_the_read() -> None:
+    """position() still answers when the marker PUBLISH fails (the tail's window ends it)."""
+    feed = RedisFeed(ReadOnlyRedis(OSError(104)), Keys("t"), confirm_timeout_s=1.0)  # type: ignore[arg-type]
+    assert await feed.position() == (7, 2, "t")
