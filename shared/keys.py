@@ -74,7 +74,8 @@ class Keys:
     def catch_up(self, instance_id: str) -> str:
         """Pub/sub channel: one replica's own marker, published on the primary right after it
         read ``seq``, so its arrival on the subscription shows everything before has too."""
-        return f"{self.namespace}:catch-up:{instance_id}"
+        # Derived from the channel it follows, so it shares that name's prefix (and slot).
+        return f"{self.invalidations}:catch-up:{instance_id}"
 
     @property
     def watcher_pattern(self) -> str:
