@@ -36,6 +36,8 @@ BENCHMARKS: dict[str, str] = {
     "propagation": "bench.propagation",
     "handover": "bench.handover",
     "redis_failover": "bench.redis_failover",
+    "burst": "bench.burst",
+    "fanout_curve": "bench.fanout_curve",
 }
 
 RESULTS = Path(__file__).resolve().parent / "results"

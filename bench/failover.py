@@ -38,10 +38,10 @@ from bench.common import (
     plot_cdf,
     wait_until,
 )
+from shared.batches import decode_batch
 from shared.clients import MONGO_DOCUMENT_OPTIONS
 from shared.errors import MessageError
 from shared.keys import Keys
-from shared.messages import decode
 from shared.settings import TimingSettings
 from shared.status import WatcherStatus
 from tests.support.fleet import Fleet
@@ -83,7 +83,7 @@ class Observer:
                     continue
                 now = time.perf_counter_ns()
                 try:
-                    self.seen.append((now, decode(message["data"]).epoch))
+                    self.seen.append((now, decode_batch(message["data"]).first.epoch))
                 except MessageError as e:
                     raise BenchError(f"undecodable message on the channel: {e}") from e
         finally:

@@ -126,9 +126,17 @@ class FanoutPublisher:
 
     @classmethod
     async def create(
-        cls, redis: aioredis.Redis, *, namespace: str, heartbeat_interval_ms: int = 1000
+        cls,
+        redis: aioredis.Redis,
+        *,
+        namespace: str,
+        heartbeat_interval_ms: int = 1000,
+        batch_max_changes: int = 1,
     ) -> FanoutPublisher:
-        """Take the lease of ``namespace`` (it must be free) and start heartbeats."""
+        """Take the lease of ``namespace`` (it must be free) and start heartbeats.
+
+        ``batch_max_changes`` bounds what :meth:`publish_many` puts in one message.
+        """
         keys = Keys(namespace)
         instance_id = "bench-publisher"
         epoch = await RedisLease(redis, keys, instance_id).acquire(3_600_000)
@@ -143,6 +151,7 @@ class FanoutPublisher:
             leadership=leadership,
             stats=stats,
             clock=SYSTEM_CLOCK,
+            batch_max_changes=batch_max_changes,
         )
         self = cls(redis, keys, publisher, term)
         self._heartbeats = asyncio.create_task(
@@ -180,6 +189,11 @@ class FanoutPublisher:
         """Publish an upsert of ``doc`` as the watcher does; the seq it got."""
         draft = Draft(kind="upsert", op="update", key=doc[KEY_FIELD], doc=doc)
         return await self._publisher.send(draft, self._term)
+
+    async def publish_many(self, docs: list[dict[str, Any]]) -> list[int]:
+        """Publish upserts of ``docs`` as the batching watcher does (``send_batch``); seqs."""
+        drafts = [Draft(kind="upsert", op="update", key=d[KEY_FIELD], doc=d) for d in docs]
+        return await self._publisher.send_batch(drafts, self._term)
 
     async def close(self) -> None:
         """Stop the heartbeats (the lease is left to expire with the server)."""

@@ -141,8 +141,9 @@ def _worker_main(argv: Sequence[str] | None = None) -> None:
 class WorkerSet:
     """Several worker processes of this module, started together and stopped together."""
 
-    def __init__(self, log_dir: Path) -> None:
+    def __init__(self, log_dir: Path, *, module: str = "bench.replicas") -> None:
         self._log_dir = log_dir
+        self._module = module  # any worker module speaking this protocol (--kind, --count…)
         self._procs: list[tuple[asyncio.subprocess.Process, Path]] = []
 
     async def start(self, kind: str, counts: Sequence[int], **options: str) -> None:
@@ -156,7 +157,7 @@ class WorkerSet:
             argv = [
                 sys.executable,
                 "-m",
-                "bench.replicas",
+                self._module,
                 "--kind",
                 kind,
                 "--count",
@@ -199,6 +200,25 @@ class WorkerSet:
     def pids(self) -> list[int]:
         """Process ids of the running workers."""
         return [proc.pid for proc, _ in self._procs]
+
+    async def ask(self, line: str, within_s: float = 60.0) -> list[dict[str, Any]]:
+        """Send ``line`` to every worker; the one JSON line each answers, in order."""
+        for proc, _ in self._procs:
+            assert proc.stdin is not None
+            proc.stdin.write(line.encode() + b"\n")
+            await proc.stdin.drain()
+        answers: list[dict[str, Any]] = []
+        for proc, log_path in self._procs:
+            assert proc.stdout is not None
+            async with asyncio.timeout(within_s):
+                reply = await proc.stdout.readline()
+            try:
+                answers.append(orjson.loads(reply))
+            except orjson.JSONDecodeError:
+                raise BenchError(
+                    f"worker answered {reply[:80]!r} to {line!r}; log {log_path}:\n{tail(log_path)}"
+                ) from None
+        return answers
 
     async def stop(self, within_s: float = 60.0) -> list[dict[str, Any]]:
         """Tell every worker to stop; the replica records of all of them, in order."""

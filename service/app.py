@@ -13,7 +13,7 @@ for operators, demos and tests), and the OpenAPI schema at ``/openapi.json``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
@@ -21,7 +21,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from service.errors import EventSinkUnavailable, RootTaskFailed, StoreError
-from service.event_sinks import EventSink, IngestCounters
+from service.event_sinks import EventSink, IngestCounters, SinkEntry, store_each
 from service.health import make_health_router
 from service.ingesting import make_events_router
 from service.replica import Replica, run_replica
@@ -82,6 +82,9 @@ class _Sink:
         self, reason: str, event: dict[str, Any], *, dedup_key: str = "", answer: bytes = b""
     ) -> bytes | None:
         return await self._sink().dead_letter(reason, event, dedup_key=dedup_key, answer=answer)
+
+    async def store_many(self, entries: Sequence[SinkEntry]) -> list[bytes | None | Exception]:
+        return await store_each(self._sink(), entries)
 
 
 def create_app(

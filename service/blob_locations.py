@@ -39,10 +39,22 @@ def locate_blob(subject: str, data: Any) -> tuple[str, str] | None:
     return unquote(container), unquote(path)
 
 
+#: ``http(s)://host`` followed by a path, query, fragment or nothing: the form of every
+#: blob URL, whose host ``urlsplit`` would return unchanged (no user, port or brackets).
+_PLAIN_HOST: Final = re.compile(r"https?://([A-Za-z0-9.-]+)(?:[/?#]|\Z)")
+
+
 def url_host(url: Any) -> str | None:
-    """The lower-case host of ``url`` when it is a string with one, else None."""
+    """The lower-case host of ``url`` when it is a string with one, else None.
+
+    Plain ``http(s)`` URLs take a regular-expression fast path (``urlsplit`` was a
+    tenth of the cost of ingesting an event); anything else goes through ``urlsplit``.
+    """
     if not isinstance(url, str):
         return None
+    plain = _PLAIN_HOST.match(url)
+    if plain:
+        return plain[1].lower()
     try:
         host = urlsplit(url).hostname
     except ValueError:

@@ -14,8 +14,9 @@ again; dead letters are counted here and logged by the caller once per request.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -25,7 +26,7 @@ import structlog
 from service.errors import ConfigsUnavailable, EventSinkUnavailable
 from service.event_checks import host_allowed
 from service.event_schemas import BLOB_CREATED, DeadLetterReason, EventResult, InboundEvent
-from service.event_sinks import EventSink, IngestCounters
+from service.event_sinks import EventSink, IngestCounters, SinkEntry, store_each
 from service.matching import ConfigResolver, Route, check_explicit, choose_config
 from shared.clients import REDIS_DOWN_ERRORS
 
@@ -45,23 +46,82 @@ class EventRouter:
     allowed_hosts: frozenset[str] = frozenset()
     dedup: bool = True
 
-    async def ingest(self, event: InboundEvent) -> EventResult:
-        """Route ``event`` and store it; its result (see the module docstring)."""
-        with structlog.contextvars.bound_contextvars(event_id=event.id):
-            try:
-                route = await self._route(event)
-            except self.retry_on as e:
-                raise ConfigsUnavailable(f"config lookup failed: {e}") from e
-            except Exception:
-                _log.exception("events.internal_error", stage="route", event_type=event.type)
-                return await self._park_after_bug(event)
-            try:
-                return await self._deliver(event, route)
-            except EventSinkUnavailable:
-                raise
-            except Exception:
+    async def ingest_chunk(self, events: Sequence[InboundEvent]) -> list[EventResult]:
+        """Route every event of a chunk, then store them all in one sink call; their results.
+
+        The routes are looked up concurrently (a config MongoDB must be asked for does not
+        hold up the others); nothing is stored before every event is routed, so a config
+        store that fails (:class:`ConfigsUnavailable`) leaves the whole chunk unwritten.
+        The writes then go out together (:func:`~service.event_sinks.store_each`: one
+        script call on Redis). A bug in a sink that stores many at once falls back to
+        :meth:`ingest` per event, which parks each event it cannot store as
+        ``internal_error``.
+        """
+        routes = await asyncio.gather(
+            *(self._route_or_park(e) for e in events), return_exceptions=True
+        )
+        planned = []
+        for event, route in zip(events, routes, strict=True):
+            if isinstance(route, BaseException):
+                raise route
+            planned.append(self._plan_or_park(event, route))
+        try:
+            priors = await store_each(self.sink, [entry for _, entry in planned])
+        except EventSinkUnavailable:
+            raise
+        except REDIS_DOWN_ERRORS as e:  # the Redis client failed outside the sink's guard
+            raise EventSinkUnavailable(f"storing {len(events)} event(s) failed: {e}") from e
+        except Exception:
+            _log.exception("events.internal_error", stage="deliver_chunk", events=len(events))
+            return list(await asyncio.gather(*(self.ingest(e) for e in events)))
+        results: list[EventResult] = []
+        for (result, _), prior in zip(planned, priors, strict=True):
+            if isinstance(prior, Exception):
+                raise prior
+            results.append(self._count(result, prior))
+        return results
+
+    async def _route_or_park(self, event: InboundEvent) -> Route:
+        # Runs in a task of its own (gathered): the binding ends with the task.
+        structlog.contextvars.bind_contextvars(event_id=event.id)
+        try:
+            return await self._route(event)
+        except self.retry_on as e:
+            raise ConfigsUnavailable(f"config lookup failed: {e}") from e
+        except Exception:
+            _log.exception("events.internal_error", stage="route", event_type=event.type)
+            return Route(reason="internal_error")
+
+    def _plan_or_park(self, event: InboundEvent, route: Route) -> tuple[EventResult, SinkEntry]:
+        try:
+            return self._plan(event, route)
+        except Exception:
+            with structlog.contextvars.bound_contextvars(event_id=event.id):
                 _log.exception("events.internal_error", stage="deliver", event_type=event.type)
-                return await self._park_after_bug(event)
+            return self._plan(event, Route(reason="internal_error"))
+
+    async def ingest(self, event: InboundEvent) -> EventResult:
+        """Route ``event`` and store it; its result (see the module docstring).
+
+        Runs in a task of its own (the caller gathers one per event): ``event_id`` is
+        bound to the log context of that task, which ends with it, so it is not unbound
+        here -- a ``bound_contextvars`` block per event cost more than routing it.
+        """
+        structlog.contextvars.bind_contextvars(event_id=event.id)
+        try:
+            route = await self._route(event)
+        except self.retry_on as e:
+            raise ConfigsUnavailable(f"config lookup failed: {e}") from e
+        except Exception:
+            _log.exception("events.internal_error", stage="route", event_type=event.type)
+            return await self._park_after_bug(event)
+        try:
+            return await self._deliver(event, route)
+        except EventSinkUnavailable:
+            raise
+        except Exception:
+            _log.exception("events.internal_error", stage="deliver", event_type=event.type)
+            return await self._park_after_bug(event)
 
     async def _park_after_bug(self, event: InboundEvent) -> EventResult:
         try:
@@ -91,6 +151,19 @@ class EventRouter:
         )
 
     async def _deliver(self, event: InboundEvent, route: Route) -> EventResult:
+        result, entry = self._plan(event, route)
+        if entry.stream == "accepted":
+            prior = await self.sink.accepted(
+                entry.tag, entry.record, dedup_key=entry.dedup_key, answer=entry.answer
+            )
+        else:
+            prior = await self.sink.dead_letter(
+                entry.tag, entry.record, dedup_key=entry.dedup_key, answer=entry.answer
+            )
+        return self._count(result, prior)
+
+    def _plan(self, event: InboundEvent, route: Route) -> tuple[EventResult, SinkEntry]:
+        """The event's result and what to store for it (nothing is written here)."""
         record: dict[str, Any] = {
             "event_id": event.id,
             "event_type": event.type,
@@ -103,10 +176,8 @@ class EventRouter:
         dedup_key = f"{event.origin}\0{event.id}" if self.dedup else ""
         if route.reason is None and route.source_id is not None:
             result = EventResult(id=event.id, outcome="accepted", source_id=route.source_id)
-            prior = await self.sink.accepted(
-                route.source_id, record, dedup_key=dedup_key, answer=_answer(result)
-            )
-            return self._count(result, prior)
+            entry = SinkEntry("accepted", route.source_id, record, dedup_key, _answer(result))
+            return result, entry
         reason: DeadLetterReason = route.reason or "internal_error"
         if route.source_id is not None:
             record["source_id"] = route.source_id
@@ -119,10 +190,7 @@ class EventRouter:
             reason=reason,
             candidates=list(route.candidates) or None,
         )
-        prior = await self.sink.dead_letter(
-            reason, record, dedup_key=dedup_key, answer=_answer(result)
-        )
-        return self._count(result, prior)
+        return result, SinkEntry("dlq", reason, record, dedup_key, _answer(result))
 
     def _count(self, result: EventResult, prior: bytes | None) -> EventResult:
         if prior is not None:

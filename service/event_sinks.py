@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, cast, runtime_checkable
 
 import orjson
 import redis.asyncio as aioredis
@@ -23,27 +24,35 @@ from redis.exceptions import NoScriptError
 from redis.typing import EncodableT
 
 from service.errors import EventSinkUnavailable
-from service.event_schemas import DEAD_LETTER_REASONS
-from service.event_store_script import STORE_EVENT
+from service.event_counters import (
+    OUTCOMES,
+    REJECTION_REASONS,
+    STREAMS,
+    IngestCounters,
+    TrimCounters,
+)
+from service.event_store_script import STORE_EVENTS
 from shared.clients import REDIS_DOWN_ERRORS
 from shared.keys import Keys
 
-OUTCOMES: Final = ("accepted", "dead_lettered", "validation")
-REJECTION_REASONS: Final = (
-    "unauthorized",
-    "too_large",
-    "too_many_events",
-    "incomplete_body",
-    "body_timeout",
-    "unsupported_media_type",
-    "bad_json",
-    "bad_schema",
-    "over_limit",
-    "unavailable",
-    "config_unavailable",
-    "not_replicated",
-)
-STREAMS: Final = ("accepted", "dlq")
+__all__ = [
+    "MAX_PER_CALL",
+    "OUTCOMES",
+    "REJECTION_REASONS",
+    "STREAMS",
+    "BatchEventSink",
+    "EventSink",
+    "IngestCounters",
+    "NotReplicated",
+    "RedisEventSink",
+    "SinkEntry",
+    "StreamLimits",
+    "TrimCounters",
+    "store_each",
+]
+
+#: Entries stored by one script call at most (a larger batch is several calls, one pipeline).
+MAX_PER_CALL: Final = 500
 
 
 class EventSink(Protocol):
@@ -71,6 +80,50 @@ class EventSink(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class SinkEntry:
+    """One event to store: ``stream`` ``accepted`` (``tag`` its source_id) or ``dlq``
+    (``tag`` the reason), with the record, de-duplication key and answer of
+    :meth:`EventSink.accepted` / :meth:`EventSink.dead_letter`."""
+
+    stream: str
+    tag: str
+    record: dict[str, Any]
+    dedup_key: str = ""
+    answer: bytes = b""
+
+
+@runtime_checkable
+class BatchEventSink(EventSink, Protocol):
+    """An :class:`EventSink` that also stores many events in one call (one round trip)."""
+
+    async def store_many(self, entries: Sequence[SinkEntry]) -> list[bytes | None | Exception]:
+        """Per entry, in order: None (stored now), the earlier answer, or the
+        :class:`EventSinkUnavailable` that entry failed with."""
+        ...
+
+
+async def store_each(
+    sink: EventSink, entries: Sequence[SinkEntry]
+) -> list[bytes | None | Exception]:
+    """:meth:`BatchEventSink.store_many` over any sink: a batch sink's own, else one call
+    per entry (concurrently); per-entry :class:`EventSinkUnavailable` are returned."""
+    store_many = getattr(sink, "store_many", None)  # isinstance(, BatchEventSink) is slow
+    if store_many is not None:
+        return cast(list[bytes | None | Exception], await store_many(entries))
+
+    async def one(e: SinkEntry) -> bytes | None:
+        if e.stream == "accepted":
+            return await sink.accepted(e.tag, e.record, dedup_key=e.dedup_key, answer=e.answer)
+        return await sink.dead_letter(e.tag, e.record, dedup_key=e.dedup_key, answer=e.answer)
+
+    outcomes = await asyncio.gather(*(one(e) for e in entries), return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException) and not isinstance(outcome, EventSinkUnavailable):
+            raise outcome
+    return cast(list[bytes | None | Exception], outcomes)
+
+
+@dataclass(frozen=True, slots=True)
 class StreamLimits:
     """How the two events streams are capped, and how a write is confirmed.
 
@@ -94,23 +147,13 @@ class StreamLimits:
             raise ValueError(f"maxlen must be positive, got {self.maxlen}")
 
 
-class TrimCounters:
-    """What trimming removed from each stream, and the length it left (plain integers)."""
-
-    __slots__ = ("length", "removed", "removed_unread")
-
-    def __init__(self) -> None:
-        self.removed: dict[str, int] = dict.fromkeys(STREAMS, 0)
-        self.removed_unread: dict[str, int] = dict.fromkeys(STREAMS, 0)
-        self.length: dict[str, int] = dict.fromkeys(STREAMS, 0)
-
-
 class RedisEventSink:
-    """:class:`EventSink` over two capped Redis streams (one script per event).
+    """:class:`EventSink` over two capped Redis streams (one script call per batch).
 
     Writes are group-committed: every write requested in the same event-loop tick (the
     events of one request chunk, and those of concurrent requests) goes out in one
-    pipelined round trip -- followed by ``WAIT`` when ``min_replicas`` is set -- and each
+    script call (:data:`MAX_PER_CALL` entries each, one pipelined round trip) --
+    followed by ``WAIT`` when ``min_replicas`` is set -- and each
     caller still learns the fate of its own entry: its call returns only once Redis
     stored it, or raises :class:`EventSinkUnavailable`. If the writing task is
     cancelled, every entry still waiting fails rather than hanging.
@@ -129,7 +172,8 @@ class RedisEventSink:
         self._keys = keys
         self._limits = limits if limits is not None else StreamLimits(maxlen=maxlen)
         self.trims = trims if trims is not None else TrimCounters()
-        self._sha = hashlib.sha1(STORE_EVENT.encode()).hexdigest()
+        self._window_ms = int(self._limits.dedup_window_s * 1000)
+        self._sha = hashlib.sha1(STORE_EVENTS.encode()).hexdigest()
         self._pending: list[_Entry] = []
         self._flushing = False
         self._loaded = False
@@ -147,29 +191,42 @@ class RedisEventSink:
         """Store in ``{ns}:events:dlq`` with ``reason`` first, then the record."""
         return await self._add("dlq", {"reason": reason, **event}, dedup_key, answer)
 
+    async def store_many(self, entries: Sequence[SinkEntry]) -> list[bytes | None | Exception]:
+        """Every entry in the same group commit (see :class:`BatchEventSink`)."""
+        done = []
+        for e in entries:
+            tag = "source_id" if e.stream == "accepted" else "reason"
+            done.append(self._enqueue(e.stream, {tag: e.tag, **e.record}, e.dedup_key, e.answer))
+        if not self._flushing:
+            await self._flush_pending()
+        out: list[bytes | None | Exception] = []
+        for future in done:
+            try:
+                out.append(await future)
+            except EventSinkUnavailable as error:
+                out.append(error)
+        return out
+
     async def _add(
         self, stream: str, record: dict[str, Any], dedup_key: str, answer: bytes
     ) -> bytes | None:
-        limits = self._limits
-        key = self._keys.events_accepted if stream == "accepted" else self._keys.events_dlq
-        window_ms = int(limits.dedup_window_s * 1000) if dedup_key else 0
-        seen = self._keys.event_seen(_digest(dedup_key)) if window_ms else key
-        args: list[EncodableT] = [
-            window_ms,
-            answer,
-            limits.maxlen,
-            int(limits.max_age_s * 1000),
-            limits.max_bytes,
-            limits.consumer_group or "",
-        ]
-        for name, value in record.items():
-            args.append(name)
-            args.append(_field(name, value))
-        done: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Entry(stream, [key, seen], args, done))
+        done = self._enqueue(stream, record, dedup_key, answer)
         if not self._flushing:
             await self._flush_pending()
         return await done
+
+    def _enqueue(
+        self, stream: str, record: dict[str, Any], dedup_key: str, answer: bytes
+    ) -> asyncio.Future[bytes | None]:
+        fields: list[str] = []
+        for name, value in record.items():
+            fields.append(name)
+            plain = value.__class__ is str and name != "event"
+            fields.append(value if plain else _field(name, value))
+        seen = _digest(dedup_key) if dedup_key and self._window_ms > 0 else ""
+        done: asyncio.Future[bytes | None] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Entry(stream, seen, answer, fields, done))
+        return done
 
     async def _flush_pending(self) -> None:
         self._flushing = True
@@ -186,15 +243,16 @@ class RedisEventSink:
             _fail(stranded, EventSinkUnavailable("events writer cancelled; retry"))
 
     async def _write(self, batch: list[_Entry]) -> None:
+        calls = [batch[i : i + MAX_PER_CALL] for i in range(0, len(batch), MAX_PER_CALL)]
         try:
             if not self._loaded:
-                await self._redis.script_load(STORE_EVENT)
+                await self._redis.script_load(STORE_EVENTS)
                 self._loaded = True
-            results = await self._send(batch)
+            results = await self._send(calls)
             missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
             if missing:  # Redis restarted or failed over: load the script, send those again
-                await self._redis.script_load(STORE_EVENT)
-                again = await self._send([batch[i] for i in missing])
+                await self._redis.script_load(STORE_EVENTS)
+                again = await self._send([calls[i] for i in missing])
                 for i, result in zip(missing, again, strict=True):
                     results[i] = result
         except NotReplicated as e:
@@ -203,25 +261,40 @@ class RedisEventSink:
         except REDIS_DOWN_ERRORS as e:
             _fail(batch, EventSinkUnavailable(f"storing {len(batch)} event(s) failed: {e}"))
             return
-        for entry, result in zip(batch, results, strict=True):
+        for call, result in zip(calls, results, strict=True):
+            if isinstance(result, Exception):
+                _fail(call, EventSinkUnavailable(f"storing {len(call)} event(s) failed: {result}"))
+                continue
+            self._settle(call, result)
+
+    def _settle(self, call: list[_Entry], result: list[Any]) -> None:
+        """Count what trimming did, then tell each entry's caller its fate."""
+        replies, streams = result
+        for s, name in enumerate(STREAMS):
+            removed, unread, length = streams[3 * s : 3 * s + 3]
+            self.trims.removed[name] += int(removed)
+            self.trims.removed_unread[name] += int(unread)
+            if int(length) >= 0:
+                self.trims.length[name] = int(length)
+        for k, entry in enumerate(call):
             if entry.done.done():
                 continue
-            if isinstance(result, Exception):
-                error = EventSinkUnavailable(f"storing in {entry.stream} failed: {result}")
+            status, value = int(replies[2 * k]), replies[2 * k + 1]
+            if status < 0:
+                error = EventSinkUnavailable(f"storing in {entry.stream} failed: {value!r}")
                 entry.done.set_exception(error)
-                continue
-            stored, prior, removed, unread, length = result
-            self.trims.removed[entry.stream] += int(removed)
-            self.trims.removed_unread[entry.stream] += int(unread)
-            self.trims.length[entry.stream] = int(length)
-            entry.done.set_result(None if stored else bytes(prior))
+            else:
+                entry.done.set_result(None if status else bytes(value))
 
-    async def _send(self, batch: list[_Entry]) -> list[Any]:
-        """One pipelined round trip: the script once per entry, then ``WAIT`` if asked."""
+    async def _send(self, calls: list[list[_Entry]]) -> list[Any]:
+        """One pipelined round trip: the script once per call, then ``WAIT`` if asked."""
         wait = self._limits.min_replicas
         async with self._redis.pipeline(transaction=False) as pipe:
-            for entry in batch:
-                pipe.evalsha(self._sha, 2, *entry.keys, *entry.args)
+            for call in calls:
+                keys, args = self._script_call(call)
+                # As a raw command: redis-py's cluster pipeline blocks its evalsha() helper
+                # but routes EVALSHA by its keys (one {ns} slot) like any keyed command.
+                pipe.execute_command("EVALSHA", self._sha, len(keys), *keys, *args)
             if wait:
                 pipe.execute_command("WAIT", wait, self._limits.replica_timeout_ms)
             results: list[Any] = await pipe.execute(raise_on_error=False)
@@ -229,10 +302,35 @@ class RedisEventSink:
             confirmed = results.pop()
             if isinstance(confirmed, Exception) or int(confirmed) < wait:
                 raise NotReplicated(
-                    f"{len(batch)} event(s) stored but confirmed by {confirmed} of {wait} "
-                    f"Redis replicas within {self._limits.replica_timeout_ms} ms; retry"
+                    f"{sum(map(len, calls))} event(s) stored but confirmed by {confirmed} of "
+                    f"{wait} Redis replicas within {self._limits.replica_timeout_ms} ms; retry"
                 )
         return results
+
+    def _script_call(self, call: list[_Entry]) -> tuple[list[str], list[EncodableT]]:
+        """``KEYS`` and ``ARGV`` of one :data:`STORE_EVENTS` call (see its docstring)."""
+        limits = self._limits
+        keys = [self._keys.events_accepted, self._keys.events_dlq]
+        seen_at: dict[str, int] = {}
+        entries: list[tuple[int, int, str, list[str]]] = []
+        for entry in call:
+            seen = 0
+            if entry.seen:
+                seen = seen_at.get(entry.seen, 0)
+                if not seen:
+                    keys.append(self._keys.event_seen(entry.seen))
+                    seen = seen_at[entry.seen] = len(keys)
+            stream = 1 if entry.stream == "accepted" else 2
+            entries.append((stream, seen, entry.answer.decode(), entry.fields))
+        args: list[EncodableT] = [
+            self._window_ms,
+            limits.maxlen,
+            int(limits.max_age_s * 1000),
+            limits.max_bytes,
+            limits.consumer_group or "",
+            orjson.dumps(entries),
+        ]
+        return keys, args
 
 
 class NotReplicated(EventSinkUnavailable):
@@ -243,17 +341,18 @@ def _digest(dedup_key: str) -> str:
     return hashlib.blake2b(dedup_key.encode(), digest_size=16).hexdigest()
 
 
-def _field(name: str, value: Any) -> EncodableT:
+def _field(name: str, value: Any) -> str:
     if name == "event":
-        return value if isinstance(value, bytes) else orjson.dumps(value)
+        return (value if isinstance(value, bytes) else orjson.dumps(value)).decode()
     return str(value)
 
 
 @dataclass(slots=True)
 class _Entry:
     stream: str
-    keys: list[str]
-    args: list[EncodableT]
+    seen: str  # digest of the de-duplication key; empty: not de-duplicated
+    answer: bytes
+    fields: list[str]
     done: asyncio.Future[bytes | None]
 
 
@@ -261,47 +360,3 @@ def _fail(entries: list[_Entry], error: EventSinkUnavailable) -> None:
     for entry in entries:
         if not entry.done.done():
             entry.done.set_exception(error)
-
-
-class IngestCounters:
-    """Plain-integer counts of what ``POST /events/blob`` did, read by metric callbacks.
-
-    The label sets are fixed at construction (so a callback iterating them on another
-    thread never sees a dict change size): ``outcomes`` per event (``accepted``,
-    ``dead_lettered``, ``validation``), ``rejections`` per refused request,
-    ``dead_letters`` per dead-letter reason.
-    """
-
-    __slots__ = ("dead_letters", "duplicates", "outcomes", "rejections", "trims")
-
-    def __init__(self) -> None:
-        self.trims = TrimCounters()
-        #: Events answered from the de-duplication window instead of being stored again.
-        self.duplicates = 0
-        self.outcomes: dict[str, int] = dict.fromkeys(OUTCOMES, 0)
-        self.rejections: dict[str, int] = dict.fromkeys(REJECTION_REASONS, 0)
-        self.dead_letters: dict[str, int] = dict.fromkeys(DEAD_LETTER_REASONS, 0)
-
-    def events_by_outcome(self) -> list[tuple[float, dict[str, str]]]:
-        """``[(count, {"outcome": o})]`` for ``scc_events_total``."""
-        return [(n, {"outcome": k}) for k, n in list(self.outcomes.items())]
-
-    def rejections_by_reason(self) -> list[tuple[float, dict[str, str]]]:
-        """``[(count, {"reason": r})]`` for ``scc_events_rejected_total``."""
-        return [(n, {"reason": k}) for k, n in list(self.rejections.items())]
-
-    def dead_letters_by_reason(self) -> list[tuple[float, dict[str, str]]]:
-        """``[(count, {"reason": r})]`` for ``scc_events_dead_lettered_total``."""
-        return [(n, {"reason": k}) for k, n in list(self.dead_letters.items())]
-
-    def trimmed_by_stream(self) -> list[tuple[float, dict[str, str]]]:
-        """``[(count, {"stream": s})]`` for ``scc_events_trimmed_total``."""
-        return [(n, {"stream": k}) for k, n in list(self.trims.removed.items())]
-
-    def trimmed_unread_by_stream(self) -> list[tuple[float, dict[str, str]]]:
-        """``[(count, {"stream": s})]`` for ``scc_events_trimmed_unread_total``."""
-        return [(n, {"stream": k}) for k, n in list(self.trims.removed_unread.items())]
-
-    def length_by_stream(self) -> list[tuple[float, dict[str, str]]]:
-        """``[(entries, {"stream": s})]`` for ``scc_events_stream_length`` (last write)."""
-        return [(n, {"stream": k}) for k, n in list(self.trims.length.items())]

@@ -52,12 +52,12 @@ from typing import Any, Final
 
 import orjson
 import structlog
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel
 from starlette.requests import ClientDisconnect
 
 from service.errors import ConfigsUnavailable, EventSinkUnavailable
-from service.event_openapi import HANDSHAKE_OPENAPI, REQUEST_BODY_OPENAPI
+from service.event_openapi import HANDSHAKE_OPENAPI, REQUEST_BODY_OPENAPI, TOKEN_PARAMETERS
 from service.event_routing import EventRouter
 from service.event_schemas import (
     ACCEPTED_MEDIA_TYPES,
@@ -148,15 +148,16 @@ def make_events_router(
             415: {"model": ErrorResponse, "description": "Not a JSON events media type"},
             503: {"model": ErrorResponse, "description": "A store is down; retry"},
         },
-        openapi_extra=REQUEST_BODY_OPENAPI,
+        openapi_extra={**REQUEST_BODY_OPENAPI, "parameters": TOKEN_PARAMETERS},
     )
-    async def post_blob_events(
-        request: Request,
-        x_ingest_token: str | None = Header(default=None, description="Shared secret."),
-        aeg_sas_key: str | None = Header(default=None, description="Shared secret."),
-        token: str | None = Query(default=None, description="Shared secret."),
-    ) -> Response:
-        return await ingestor.handle(request, (x_ingest_token, aeg_sas_key, token))
+    async def post_blob_events(request: Request) -> Response:
+        headers = request.headers
+        tokens = (
+            headers.get("x-ingest-token"),
+            headers.get("aeg-sas-key"),
+            request.query_params.get("token"),
+        )
+        return await ingestor.handle(request, tokens)
 
     @router.options(
         "/events/blob",
@@ -239,21 +240,12 @@ class _Ingestor:
         return _json(EventsResponse(results=results))
 
     async def _ingest_all(self, events: tuple[Any, ...]) -> list[EventResult]:
-        # The events of one chunk are routed and written concurrently, so the sink sends
-        # their writes in one round trip; each still succeeds or fails on its own. Between
-        # chunks the request yields, so other requests and probes are served meanwhile.
+        # The events of one chunk are routed, then written together: one round trip and
+        # one script call on Redis (EventRouter.ingest_chunk). Between chunks the request
+        # yields, so other requests and probes are served meanwhile.
         results: list[EventResult] = []
         for start in range(0, len(events), CHUNK):
-            chunk = events[start : start + CHUNK]
-            outcomes = await asyncio.gather(
-                *(self.router.ingest(event) for event in chunk), return_exceptions=True
-            )
-            for outcome in outcomes:
-                if isinstance(outcome, EventSinkUnavailable | ConfigsUnavailable):
-                    raise outcome
-                if isinstance(outcome, BaseException):
-                    raise outcome
-                results.append(outcome)
+            results += await self.router.ingest_chunk(events[start : start + CHUNK])
         return results
 
     def _authorized(self, tokens: tuple[str | None, ...]) -> bool:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from service.feed import SUBSCRIBED, Feed
-from shared.messages import Message
+from shared.batches import Batch
 
 Doc = dict[str, Any]
 
@@ -23,13 +23,13 @@ Doc = dict[str, Any]
 async def load_buffering(
     load: Coroutine[Any, Any, list[Doc]],
     feed: Feed,
-    on_message: Callable[[bytes | str], Message | None],
+    on_message: Callable[[bytes | str], Batch | None],
     *,
     poll_s: float,
-) -> tuple[list[Doc], list[tuple[bytes | str, Message]]]:
+) -> tuple[list[Doc], list[tuple[bytes | str, Batch]]]:
     """Run ``load`` to completion while draining ``feed``; the documents and the messages."""
     task = asyncio.create_task(load, name="scc-replica-load")
-    buffered: list[tuple[bytes | str, Message]] = []
+    buffered: list[tuple[bytes | str, Batch]] = []
     try:
         while True:
             while (item := await feed.receive(0)) is not None:

@@ -20,6 +20,15 @@ epoch of the last message taken, and its seq. The rules, in order:
    reload (a leader failover costs no reload). A new term whose seq is at or below ours
    has reset the counter (``term_reset``); one beyond ``ours + 1`` is a ``gap``.
 
+A batch message (:mod:`shared.batches`) covers the seqs ``[a, b]`` and is judged as a
+range by :func:`decide_batch`, with the same rules as if its changes had come one by
+one: entirely at or below ours -> duplicate (or ``seq_conflict`` if a seq of it was
+applied with another body); ``a = ours + 1`` -> apply all; ``a <= ours < b`` in the same
+term -> apply only the part above ours (``Decision.skip`` says how many to leave out);
+``a > ours + 1`` -> ``gap``; another term with ``a <= ours`` -> ``term_reset``. Each seq
+of a batch is remembered with the digest of the whole message, so the same message
+again is a duplicate and any other one claiming one of its seqs is a conflict.
+
 Silence, a reconnect or a resubscription are *not* reasons here: they prove nothing was
 lost, and the next message or heartbeat (which carries the current seq) proves or
 disproves it. A duplicate is only a duplicate within one term.
@@ -33,6 +42,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Final
 
+from shared.batches import Batch
 from shared.messages import Message
 
 #: How many recent (seq -> body digest) pairs a replica remembers to tell a duplicate from
@@ -65,6 +75,8 @@ class Decision:
     verdict: Verdict
     reason: str | None = None
     detail: str = ""
+    #: For a batch to apply: how many of its first changes we already hold (duplicates).
+    skip: int = 0
 
 
 _CONFIRM: Final = Decision(Verdict.CONFIRM)
@@ -118,6 +130,39 @@ def decide(
     return _DUPLICATE
 
 
+def decide_batch(
+    pos: Position,
+    batch: Batch,
+    body_digest: bytes | None = None,
+    applied: OrderedDict[int, bytes] | None = None,
+) -> Decision:
+    """The verdict for the seq range of ``batch`` at ``pos`` (module docstring). Pure.
+
+    Agrees with deciding its changes one by one, each at the position the previous left
+    (pinned by a property test); a batch of one is exactly :func:`decide`.
+    """
+    head = batch.first
+    if len(batch) == 1:
+        return decide(pos, head, body_digest, applied)
+    if pos.epoch is not None and head.epoch < pos.epoch:
+        return _resync("epoch_backwards", f"epoch {head.epoch} < {pos.epoch}")
+    first, last, ours = head.seq, batch.last.seq, pos.seq
+    if first == ours + 1:
+        return _APPLY
+    if first > ours + 1:
+        return _resync("gap", f"expected seq {ours + 1}, got {first}..{last}")
+    if pos.term is not None and head.term != pos.term:
+        return _resync("term_reset", f"term {head.term} restarted at seq {first} <= {ours}")
+    if applied is not None and body_digest is not None:
+        for seq in range(first, min(last, ours) + 1):
+            previous = applied.get(seq)
+            if previous is not None and previous != body_digest:
+                return _resync("seq_conflict", f"seq {seq} arrived again with a different body")
+    if last <= ours:
+        return _DUPLICATE
+    return Decision(Verdict.APPLY, skip=ours - first + 1)
+
+
 def advance(pos: Position, message: Message) -> Position:
     """The position after ``message`` was applied or confirmed (adopts its term)."""
     epoch = message.epoch if pos.epoch is None else max(pos.epoch, message.epoch)
@@ -141,6 +186,15 @@ class Sequencer:
     def decide(self, message: Message, body_digest: bytes | None = None) -> Decision:
         """:func:`decide` at the current position."""
         return decide(self.position, message, body_digest, self.applied)
+
+    def decide_batch(self, batch: Batch, body_digest: bytes | None = None) -> Decision:
+        """:func:`decide_batch` at the current position."""
+        return decide_batch(self.position, batch, body_digest, self.applied)
+
+    def take_batch(self, batch: Batch, body_digest: bytes | None, skip: int = 0) -> None:
+        """Record the changes of ``batch`` after the first ``skip`` as applied."""
+        for message in batch.changes[skip:]:
+            self.take(message, body_digest)
 
     def take(self, message: Message, body_digest: bytes | None = None) -> None:
         """Record ``message`` as applied (or confirmed): advance, remember its digest."""

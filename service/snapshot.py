@@ -98,14 +98,45 @@ class Snapshot:
     def build(
         cls, docs: Iterable[Doc], *, key_field: str, floor: tuple[int, int] | None = None
     ) -> tuple[Snapshot, int]:
-        """A snapshot of ``docs`` (read at ``floor`` or later) and how many lacked a key."""
+        """A snapshot of ``docs`` (read at ``floor`` or later) and how many lacked a key.
+
+        The whole collection goes through here on every warm-up and reload, so the common
+        case -- a key and an ``_id`` not seen yet in this load -- fills the three maps
+        inline (no :meth:`put` call, no lookup of an old entry to unindex); a repeated key
+        or ``_id`` takes :meth:`put`, which keeps the maps in step. Same result either way.
+        """
         snapshot, skipped = cls(floor=floor), 0
+        by_key, by_id, by_container = snapshot.by_key, snapshot.by_id, snapshot.by_container
+        dotted = "." in key_field
         for doc in docs:
-            key = key_of(doc, key_field)
-            if key is not None:
-                snapshot.put(key, doc)
+            if dotted:
+                key = key_of(doc, key_field)
             else:
+                key = doc.get(key_field)
+                if not isinstance(key, str) or not key:
+                    key = None
+            if key is None:
                 skipped += 1
+                continue
+            if key in by_key:
+                snapshot.put(key, doc)
+                continue
+            if "_id" in doc:
+                ident = id_token(doc["_id"])
+                if ident in by_id:
+                    snapshot.put(key, doc)
+                    continue
+                by_id[ident] = key
+            by_key[key] = doc
+            ingestion = doc.get("ingestion")
+            if isinstance(ingestion, dict):
+                container = ingestion.get("landing_container")
+                if isinstance(container, str) and container:
+                    bucket = by_container.get(container)
+                    if bucket is None:
+                        by_container[container] = {key: doc}
+                    else:
+                        bucket[key] = doc
         return snapshot, skipped
 
     def put(self, key: str, doc: Doc) -> None:

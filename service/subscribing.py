@@ -14,9 +14,12 @@ DESIGN.md rule 2:
 
 Then every message goes through :func:`service.sequencing.decide` (apply, duplicate,
 confirm, or reload and why) and :class:`service.applying.Applier` (never backwards per
-document). Only heartbeats confirm the cache, and only as of the moment the watcher says
-its published state reached (``behind``): a watcher replaying a backlog after a failover
-keeps the replicas unconfirmed until it has caught up, so lookups read MongoDB meanwhile.
+document). A batch message (:mod:`shared.batches`) is judged as one seq range and its
+new changes are applied in one step that never yields to the event loop between them, so
+a lookup sees the cache before the batch or after it. Only heartbeats confirm the cache,
+and only as of the moment the watcher says its published state reached (``behind``): a
+watcher replaying a backlog after a failover keeps the replicas unconfirmed until it has
+caught up, so lookups read MongoDB meanwhile.
 Silence, a reconnect or redis-py's own resubscription reload nothing: they
 make the stream *inactive* (the cache is no longer confirmed, so lookups read MongoDB once
 it is older than ``SCC_MAX_STALENESS_S``) until the next heartbeat or message proves --
@@ -39,7 +42,7 @@ from typing import Any
 
 import structlog
 
-from service.applying import Applier
+from service.applying import Applier, collection_paused
 from service.caching import ConfigCache
 from service.errors import FeedLost, ResyncRequired, StoreError
 from service.feed import CAUGHT_UP, SUBSCRIBED, Feed
@@ -55,8 +58,9 @@ from service.subscriber_state import (
     SubscriberState,
 )
 from shared.backoff import Backoff
+from shared.batches import Batch, decode_batch
 from shared.errors import MessageError
-from shared.messages import Message, decode
+from shared.messages import Message
 
 log = structlog.get_logger("service.subscribing")
 
@@ -189,10 +193,11 @@ class Subscriber:
             item = await self._feed.receive(left)
             if item is None or item in (SUBSCRIBED, CAUGHT_UP):
                 continue  # the reload that follows covers whatever a resubscription lost
-            message = self._decode_or_none(item)
-            if message is not None:
-                self._alive(message)
-                self.applier.apply_now(message)
+            batch = self._decode_or_none(item)
+            if batch is not None:
+                self._alive(batch)
+                for message in batch.changes:
+                    self.applier.apply_now(message)
 
     async def _open(self) -> None:
         reopened = self._cache.warmed
@@ -246,9 +251,9 @@ class Subscriber:
             self._seq.reset(Position(seq=s0, epoch=e0, term=t0))
             self._tail.opened_at = self._clock()  # its window counts from the swap
             replayed = 0
-            for raw, message in buffered:
-                if message.seq > s0:  # older ones are already in the load
-                    replayed += await self._handle(raw, message, snapshot)
+            for raw, batch in buffered:
+                if batch.last.seq > s0:  # older ones are already in the load
+                    replayed += await self._handle(raw, batch, snapshot)
         finally:
             self.state.syncing = False
         self._cache.install(snapshot, fresh_at=started)
@@ -273,17 +278,18 @@ class Subscriber:
             seconds=round(time.perf_counter() - t_start, 3),
         )
 
-    def _buffer_one(self, raw: bytes | str) -> Message | None:
+    def _buffer_one(self, raw: bytes | str) -> Batch | None:
         """A message received while loading: decoded, applied to the serving cache at once."""
         if raw == CAUGHT_UP:
             self._caught_up()
             return None
-        message = self._decode_or_none(raw)
-        if message is not None:
-            self._alive(message)
-            if message.seq > self._seq.position.seq:
-                self.applier.apply_now(message)
-        return message
+        batch = self._decode_or_none(raw)
+        if batch is not None:
+            self._alive(batch)
+            for message in batch.changes:
+                if message.seq > self._seq.position.seq:
+                    self.applier.apply_now(message)
+        return batch
 
     # ---------------------------------------------------------------- follow
     async def follow(self) -> str:
@@ -315,20 +321,27 @@ class Subscriber:
             if item == CAUGHT_UP:
                 self._caught_up()
                 continue
-            message = self._decode_or_none(item)
-            if message is None:
+            with collection_paused():
+                batch = self._decode_or_none(item)
+            if batch is None:
                 if self._bad_budget.spend(self._clock()):
                     return "bad_message"
                 continue
-            self._alive(message)
+            self._alive(batch)
             try:
-                await self._handle(item, message, None)
+                await self._handle(item, batch, None)
             except ResyncRequired as e:
                 return e.reason
+            # A turn for everything else between two messages: with a backlog, redis-py
+            # hands out buffered messages without suspending, and a batch is applied
+            # without yielding, so without this one busy subscriber would starve lookups
+            # and the other subscribers of its process (which would then take their own
+            # starvation for silence, resubscribe and lose messages).
+            await asyncio.sleep(0)
 
-    def _decode_or_none(self, raw: bytes | str) -> Message | None:
+    def _decode_or_none(self, raw: bytes | str) -> Batch | None:
         try:
-            return decode(raw, hmac_key=self._hmac_key)
+            return decode_batch(raw, hmac_key=self._hmac_key)
         except MessageError as e:
             self.state.rejected[e.reason] += 1
             log.error(
@@ -340,7 +353,8 @@ class Subscriber:
             )
             return None
 
-    def _alive(self, message: Message) -> None:
+    def _alive(self, batch: Batch) -> None:
+        message = batch.last
         now = self._clock()
         self._quiet_since = now
         self._silent_streak = 0
@@ -350,40 +364,44 @@ class Subscriber:
         if message.cluster_time is not None and message.kind in ("upsert", "delete"):
             self.state.lag_seconds = max(0.0, wall - message.cluster_time)
 
-    async def _handle(self, raw: bytes | str, message: Message, snapshot: Snapshot | None) -> int:
-        """Decide on ``message`` (see :mod:`service.sequencing`); apply it (1) or not (0)."""
-        if self._tail is not None and self._tail.covers(message, self._clock()):
-            self.state.tail_covered += 1
-            log.debug("message from before the starting point ignored", seq=message.seq)
+    async def _handle(self, raw: bytes | str, batch: Batch, snapshot: Snapshot | None) -> int:
+        """Decide on the message's seq range (see :mod:`service.sequencing`); apply what is
+        new in it (all of a batch in one step: :meth:`Applier.apply_batch`); how many."""
+        head = batch.first
+        if self._tail is not None and self._tail.covers(batch.last, self._clock()):
+            self.state.tail_covered += len(batch)
+            log.debug("message from before the starting point ignored", seq=batch.last.seq)
             return 0
-        body = None if message.kind == "heartbeat" else digest(raw)
-        decision = self._seq.decide(message, body)
+        body = None if head.kind == "heartbeat" else digest(raw)
+        decision = self._seq.decide_batch(batch, body)
         if decision.verdict is Verdict.RESYNC:
             assert decision.reason is not None
             raise ResyncRequired(decision.reason, decision.detail)
         if decision.verdict is Verdict.DUPLICATE:
-            self.state.duplicates += 1
-            log.debug("duplicate message ignored", seq=message.seq, epoch=message.epoch)
+            self.state.duplicates += len(batch)
+            log.debug("duplicate message ignored", seq=head.seq, epoch=head.epoch, n=len(batch))
             return 0
         previous = self._seq.position
-        self._seq.take(message, body)
-        if previous.term is not None and previous.term != message.term:
+        self._seq.take_batch(batch, body, decision.skip)
+        self.state.duplicates += decision.skip
+        if previous.term is not None and previous.term != head.term:
             log.info(
                 "new leader term continues the sequence",
-                term=message.term,
-                epoch=message.epoch,
+                term=head.term,
+                epoch=head.epoch,
                 previous_term=previous.term,
-                seq=message.seq,
+                seq=head.seq,
             )
         self._publish_position()
         if decision.verdict is Verdict.CONFIRM:
-            self._confirmed(message, snapshot)
+            self._confirmed(head, snapshot)
             return 0
-        if message.kind == "resync":
-            raise ResyncRequired("broadcast", message.reason or "")
-        await self.applier.apply(message, snapshot)
-        log.debug("applied", seq=message.seq, epoch=message.epoch, key=message.key)
-        return 1
+        if head.kind == "resync":
+            raise ResyncRequired("broadcast", head.reason or "")
+        todo = batch.changes[decision.skip :]
+        await self.applier.apply_batch(todo, snapshot)
+        log.debug("applied", seq=todo[0].seq, epoch=head.epoch, n=len(todo), key=head.key)
+        return len(todo)
 
     def _confirmed(self, heartbeat: Message, snapshot: Snapshot | None) -> None:
         """A heartbeat at our seq: current as of ``behind`` seconds before it was sent (a

@@ -13,6 +13,7 @@ picked so that a fleet spreads over them (:class:`SpreadReplicaPool`).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import time
@@ -23,11 +24,13 @@ import redis.asyncio as aioredis
 from bson.binary import UuidRepresentation
 from bson.codec_options import CodecOptions, DatetimeConversion
 from pymongo import AsyncMongoClient
+from redis.asyncio.connection import SSLConnection
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import (
     MasterNotFoundError,
     Sentinel,
     SentinelConnectionPool,
+    SentinelManagedConnection,
     SlaveNotFoundError,
 )
 from redis.backoff import ExponentialWithJitterBackoff
@@ -79,27 +82,100 @@ def make_mongo(settings: MongoSettings, *, appname: str, **extra: Any) -> AsyncM
     return AsyncMongoClient(settings.uri.get_secret_value(), **options)
 
 
+class FollowingConnection(SentinelManagedConnection):
+    """A Sentinel-managed connection that never (re)connects to a demoted primary.
+
+    Two ways redis-py would otherwise reach one: a command sent on a connection that was
+    closed under it -- closing an in-use connection on a switch makes redis-py retry the
+    command, and its ``send_packed_command`` reconnects to the address the connection last
+    had, without asking the sentinels (redis-py 8.1) -- and a connection that asked the
+    sentinels just before the switch and comes up on the old primary just after it was
+    left (closing it while it connected did nothing). So a reconnect asks the sentinels,
+    and a connection that comes up on a refused address is dropped at once (redis-py's
+    retry then asks the sentinels anew).
+    """
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        """Send ``command``; a closed connection reconnects through the sentinels first."""
+        if not self.is_connected:
+            await self.connect()  # type: ignore[no-untyped-call]
+        await super().send_packed_command(command, check_health)
+
+    async def connect_check_health(
+        self, check_health: bool = True, retry_socket_connect: bool = True
+    ) -> None:
+        """Connect to this connection's address; MasterNotFoundError if it is demoted."""
+        await super().connect_check_health(
+            check_health=check_health, retry_socket_connect=retry_socket_connect
+        )
+        refuses = getattr(self.connection_pool, "refuses", None)
+        if refuses is not None and refuses((self.host, self.port)):
+            await self.disconnect()
+            raise MasterNotFoundError(f"the primary {self.host}:{self.port} was demoted")
+
+
+class FollowingSSLConnection(FollowingConnection, SSLConnection):
+    """:class:`FollowingConnection` over TLS (``rediss+sentinel://``)."""
+
+
 class FollowingPool(SentinelConnectionPool):
-    """A Sentinel pool that refuses, for a while, the primary a switch demoted.
+    """A Sentinel pool that leaves, and for a while refuses, the primary a switch demoted.
 
     Each sentinel learns of a promotion on its own (up to seconds apart), and one that has
     not yet names the old primary -- still up and writable after a planned failover. A
     connection made then would write where every write is lost, so after a switch (see
-    :mod:`shared.sentinel_watching`) that address is refused for :data:`DEMOTED_FOR_S`.
+    :mod:`shared.sentinel_watching`) that address is refused for :data:`DEMOTED_FOR_S`,
+    both when a sentinel names it and when a connection comes up on it
+    (:class:`FollowingConnection`).
+
+    Invariant: after :meth:`leave` no connection of the pool -- idle, in use, pub/sub, or
+    connecting at that moment -- stays on the demoted address.
     """
 
     demoted: tuple[str, int] | None = None
     demoted_until: float = 0.0
 
+    def __init__(self, service_name: str, sentinel_manager: Sentinel, **kwargs: Any) -> None:
+        """A pool whose connections are :class:`FollowingConnection` (TLS if ``ssl``)."""
+        tls = bool(kwargs.get("ssl", False))
+        following = FollowingSSLConnection if tls else FollowingConnection
+        kwargs.setdefault("connection_class", following)
+        super().__init__(service_name, sentinel_manager, **kwargs)  # type: ignore[no-untyped-call]
+
     def demote(self, address: tuple[str, int]) -> None:
         """Refuse ``address`` as the primary for the next :data:`DEMOTED_FOR_S` seconds."""
         self.demoted, self.demoted_until = address, time.monotonic() + DEMOTED_FOR_S
 
+    def refuses(self, address: Any) -> bool:
+        """``address`` is the primary a switch demoted less than :data:`DEMOTED_FOR_S` ago."""
+        if self.demoted is None or time.monotonic() >= self.demoted_until:
+            return False
+        return (str(address[0]), int(address[1])) == self.demoted
+
+    async def leave(self, address: tuple[str, int]) -> int:
+        """Demote ``address`` and close every connection on it; how many were closed.
+
+        Every connection, not only idle ones: redis-py's own check on a changed primary
+        closes idle connections only, so an in-use one (a pub/sub subscription, a blocked
+        read) would stay on the demoted primary, and a pool that already asked a sentinel
+        naming the new primary would otherwise look "moved" while it is not.
+        """
+        self.demote(address)
+        on_it = [
+            c
+            for c in (*self._available_connections, *self._in_use_connections)
+            if (getattr(c, "host", None), getattr(c, "port", None)) == address
+        ]
+        results = await asyncio.gather(*(c.disconnect() for c in on_it), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, Exception):
+                raise result
+        return len(on_it)
+
     async def get_master_address(self) -> Any:
         """The primary the sentinels name, unless it is the one a switch just demoted."""
         address = await super().get_master_address()  # type: ignore[no-untyped-call]
-        demoted = self.demoted is not None and time.monotonic() < self.demoted_until
-        if demoted and (str(address[0]), int(address[1])) == self.demoted:
+        if self.refuses(address):
             raise MasterNotFoundError(f"a sentinel still names the demoted primary {address}")
         return address
 

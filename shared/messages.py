@@ -1,5 +1,9 @@
 """The invalidation message: one JSON object per publish on ``{ns}:invalidations``.
 
+This module is the single-change form (``v: 1``: every heartbeat and resync, and any
+change published alone); several changes of one change-stream batch travel together as
+``v: 2`` (:mod:`shared.batches`, which reuses the field rules here for each change).
+
 Wire form (DESIGN.md)::
 
     {"v":1, "seq":int, "epoch":int, "term":str, "kind":"upsert"|"delete"|"resync"|"heartbeat",
@@ -56,12 +60,27 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal, cast
 
 import orjson
-from bson import json_util
-from bson.binary import UUID_SUBTYPE, Binary, UuidRepresentation
-from bson.codec_options import DatetimeConversion
-from bson.json_util import JSONMode, JSONOptions
 
+from shared.ejson import from_ejson, to_ejson
 from shared.errors import MessageError
+
+__all__ = [
+    "KINDS",
+    "MAX_MESSAGE_BYTES",
+    "VERSION",
+    "Kind",
+    "Message",
+    "decode",
+    "encode",
+    "encode_body",
+    "from_ejson",
+    "message_from_obj",
+    "parse_message_json",
+    "signature_of",
+    "splice_seq",
+    "to_ejson",
+    "verify_signature",
+]
 
 VERSION: Final = 1
 #: Largest message :func:`decode` accepts; the watcher sends bigger documents key-only.
@@ -70,21 +89,6 @@ MAX_MESSAGE_BYTES: Final = 1024 * 1024
 Kind = Literal["upsert", "delete", "resync", "heartbeat"]
 KINDS: Final[frozenset[str]] = frozenset({"upsert", "delete", "resync", "heartbeat"})
 
-EJSON_OPTIONS: Final = JSONOptions(
-    json_mode=JSONMode.RELAXED,
-    tz_aware=False,
-    uuid_representation=UuidRepresentation.STANDARD,
-    datetime_conversion=DatetimeConversion.DATETIME_AUTO,
-)
-#: Decoding keeps every binary a ``Binary`` (json_util would read subtype 3 as a legacy
-#: UUID, which ``find`` never does); :func:`_as_found` then applies PyMongo's own rule.
-_EJSON_READ_OPTIONS: Final = JSONOptions(
-    json_mode=JSONMode.RELAXED,
-    tz_aware=False,
-    uuid_representation=UuidRepresentation.UNSPECIFIED,
-    datetime_conversion=DatetimeConversion.DATETIME_AUTO,
-)
-_INT64_MIN: Final = -(2**63)
 _INT64_MAX: Final = 2**63 - 1
 
 
@@ -136,52 +140,14 @@ def _is_number(value: object) -> bool:
     return (_is_int(value) or isinstance(value, float)) and math.isfinite(cast(float, value))
 
 
-def to_ejson(value: Any) -> Any:
-    """A BSON value (document, list, scalar) as relaxed extended JSON made of plain types."""
-    if isinstance(value, dict):
-        return {str(k): to_ejson(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [to_ejson(v) for v in value]
-    if value is None or value.__class__ is str or isinstance(value, bool):
-        return value
-    if _is_int(value) and _INT64_MIN <= value <= _INT64_MAX:
-        return int(value)
-    if isinstance(value, float) and math.isfinite(value):
-        return value
-    return json_util.default(value, json_options=EJSON_OPTIONS)
-
-
-def from_ejson(value: Any) -> Any:
-    """Relaxed extended JSON back to the BSON types PyMongo's ``find`` would return.
-
-    That is: the decoding of :data:`shared.clients.MONGO_DOCUMENT_OPTIONS` -- a date
-    outside ``datetime``'s years 1..9999 is a ``DatetimeMS`` (``{"$date": {"$numberLong":
-    ...}}`` on the wire), any other date a naive UTC ``datetime``; binary subtype 4 of 16
-    bytes is a ``UUID``, subtype 0 is ``bytes``, every other binary a ``Binary``.
-    """
-    if isinstance(value, dict):
-        converted = {k: from_ejson(v) for k, v in value.items()}
-        if any(k.startswith("$") for k in converted):
-            return _as_found(json_util.object_hook(converted, json_options=_EJSON_READ_OPTIONS))
-        return converted
-    if isinstance(value, list):
-        return [from_ejson(v) for v in value]
-    return value
-
-
-def _as_found(value: Any) -> Any:
-    if isinstance(value, Binary) and value.subtype == UUID_SUBTYPE and len(value) == 16:
-        return value.as_uuid(UuidRepresentation.STANDARD)
-    return value
-
-
 def _signed_part(obj: dict[str, Any]) -> bytes:
     return orjson.dumps(
         {k: v for k, v in obj.items() if k not in ("seq", "sig")}, option=orjson.OPT_SORT_KEYS
     )
 
 
-def _signature(key: bytes, obj: dict[str, Any]) -> str:
+def signature_of(key: bytes, obj: dict[str, Any]) -> str:
+    """HMAC-SHA256 (hex) of the sorted-key JSON of every field of ``obj`` but seq and sig."""
     return hmac.new(key, _signed_part(obj), hashlib.sha256).hexdigest()
 
 
@@ -204,7 +170,7 @@ def encode_body(message: Message, *, hmac_key: bytes | None = None) -> bytes:
         "id": None if message.doc_id is None else to_ejson(message.doc_id),
     }
     if hmac_key is not None:
-        obj["sig"] = _signature(hmac_key, obj)
+        obj["sig"] = signature_of(hmac_key, obj)
     return orjson.dumps(obj)
 
 
@@ -234,6 +200,14 @@ def decode(raw: bytes | str, *, hmac_key: bytes | None = None) -> Message:
 
 
 def _decode(raw: bytes | str, hmac_key: bytes | None) -> Message:
+    obj = parse_message_json(raw, versions=(VERSION,))
+    if hmac_key is not None:
+        verify_signature(hmac_key, obj)
+    return message_from_obj(obj)
+
+
+def parse_message_json(raw: bytes | str, *, versions: tuple[int, ...]) -> dict[str, Any]:
+    """The message as a JSON object of one of ``versions``; :class:`MessageError` otherwise."""
     if len(raw) > MAX_MESSAGE_BYTES:
         raise MessageError("oversized", f"{len(raw)} bytes, limit {MAX_MESSAGE_BYTES}")
     try:
@@ -242,19 +216,22 @@ def _decode(raw: bytes | str, hmac_key: bytes | None) -> Message:
         raise MessageError("bad_json", str(e)) from e
     if not isinstance(obj, dict):
         raise MessageError("not_an_object", f"top level is {type(obj).__name__}")
-    if obj.get("v") != VERSION or not _is_int(obj.get("v")):
-        raise MessageError("unknown_version", f"v={obj.get('v')!r}, this build reads v={VERSION}")
-    if hmac_key is not None:
-        _verify(hmac_key, obj)
-    return _from_obj(obj)
+    v = obj.get("v")
+    if not _is_int(v) or v not in versions:
+        hint = " (a batch: read it with shared.batches.decode_batch)" if v == 2 else ""
+        raise MessageError(
+            "unknown_version", f"v={v!r:.20}, this reader takes v in {list(versions)}{hint}"
+        )
+    return cast(dict[str, Any], obj)
 
 
-def _verify(key: bytes, obj: dict[str, Any]) -> None:
+def verify_signature(key: bytes, obj: dict[str, Any]) -> None:
+    """Check ``obj``'s ``sig`` against ``key``; :class:`MessageError` when it does not match."""
     sig = obj.get("sig")
     if sig is None:
         raise MessageError("unsigned", "an HMAC key is configured but the message has no sig")
     try:
-        expected = _signature(key, obj)
+        expected = signature_of(key, obj)
     except orjson.JSONEncodeError as e:  # e.g. nested deeper than the encoder goes
         raise MessageError("bad_field", f"cannot re-encode to verify: {e}") from e
     if not isinstance(sig, str) or not hmac.compare_digest(sig, expected):
@@ -272,7 +249,75 @@ def _field(obj: dict[str, Any], name: str, ok: Any, what: str, *, required: bool
     return value
 
 
-def _from_obj(obj: dict[str, Any]) -> Message:
+def message_from_obj(obj: dict[str, Any]) -> Message:
+    """A :class:`Message` from its parsed JSON fields, each validated; :class:`MessageError`.
+
+    The common case -- every field well-formed -- is checked in one pass of plain type
+    tests (a replica decodes every change of a burst); anything else takes the field-by-
+    field path that names what is wrong. The fast path only ever accepts what the other
+    would (pinned by a property test).
+    """
+    fields = _fast_fields(obj)
+    if fields is None:
+        fields = _checked_fields(obj)
+    return _build(obj, *fields)
+
+
+_Fields = tuple[Any, ...]
+
+
+def _num(v: object) -> bool:
+    kind = type(v)
+    return (kind is int or kind is float) and math.isfinite(cast(float, v))
+
+
+def _fast_fields(obj: dict[str, Any]) -> _Fields | None:
+    """The validated fields if every one is plainly well-formed, else None."""
+    g = obj.get
+    seq, epoch, kind = g("seq"), g("epoch"), g("kind")
+    if type(seq) is not int or type(epoch) is not int or type(kind) is not str:
+        return None
+    if not (0 <= seq <= _INT64_MAX and 0 <= epoch <= _INT64_MAX) or kind not in KINDS:
+        return None
+    if not ("key" in obj and "doc" in obj and "op" in obj and "cluster_time" in obj):
+        return None
+    key, doc, op, cluster_time = obj["key"], obj["doc"], obj["op"], obj["cluster_time"]
+    published_at, term, ct = g("published_at"), g("term", ""), g("ct")
+    behind, refetch, reason = g("behind"), g("refetch", False), g("reason")
+    ok = (
+        (key is None or type(key) is str)
+        and (doc is None or type(doc) is dict)
+        and (op is None or type(op) is str)
+        and (cluster_time is None or _num(cluster_time))
+        and _num(published_at)
+        and type(term) is str
+        and len(term) <= 64
+        and (ct is None or _is_timestamp(ct))
+        and (behind is None or (_num(behind) and behind >= 0))
+        and type(refetch) is bool
+        and (reason is None or type(reason) is str)
+    )
+    if not ok:
+        return None
+    return (
+        seq,
+        epoch,
+        kind,
+        key,
+        doc,
+        op,
+        cluster_time,
+        published_at,
+        term,
+        ct,
+        behind,
+        refetch,
+        reason,
+    )
+
+
+def _checked_fields(obj: dict[str, Any]) -> _Fields:
+    """The fields one by one, raising :class:`MessageError` naming the first bad one."""
     seq = _field(obj, "seq", lambda v: _is_int(v) and 0 <= v <= _INT64_MAX, "an int >= 0")
     epoch = _field(obj, "epoch", lambda v: _is_int(v) and 0 <= v <= _INT64_MAX, "an int >= 0")
     kind = _field(
@@ -302,10 +347,49 @@ def _from_obj(obj: dict[str, Any]) -> Message:
     reason = _field(
         obj, "reason", lambda v: v is None or isinstance(v, str), "a string", required=False
     )
+    return (
+        seq,
+        epoch,
+        kind,
+        key,
+        raw_doc,
+        op,
+        cluster_time,
+        published_at,
+        term,
+        ct,
+        behind,
+        refetch,
+        reason,
+    )
+
+
+def _build(
+    obj: dict[str, Any],
+    seq: int,
+    epoch: int,
+    kind: Kind,
+    key: str | None,
+    raw_doc: dict[str, Any] | None,
+    op: str | None,
+    cluster_time: float | None,
+    published_at: float,
+    term: str | None,
+    ct: list[int] | None,
+    behind: float | None,
+    refetch: bool | None,
+    reason: str | None,
+) -> Message:
     raw_id = obj.get("id")
+    # An upsert's id is its document's _id: when the two read the same, convert it once.
+    shared_id = type(raw_id) is dict and raw_doc is not None and raw_id == raw_doc.get("_id")
     try:
         doc = None if raw_doc is None else from_ejson(raw_doc)
-        doc_id = None if raw_id is None else from_ejson(raw_id)
+        held = doc.get("_id") if shared_id and isinstance(doc, dict) else None
+        if held is not None and type(held) is not dict and type(held) is not list:
+            doc_id = held  # an ObjectId (immutable), the very value the document holds
+        else:
+            doc_id = None if raw_id is None else from_ejson(raw_id)
     except (RecursionError, Exception) as e:  # bson raises many types for bad extended JSON
         raise MessageError("bad_field", f"doc or id is not valid extended JSON: {e!r:.120}") from e
     return Message(

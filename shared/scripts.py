@@ -7,7 +7,9 @@ its lease expired can neither publish nor move the resume token. ``PUBLISH`` and
 without its message going out (and never sent twice).
 
 The message body is encoded in Python without ``seq``; the script splices
-``"seq":N`` in front of the body's other fields. Scripts run through redis-py's
+``"seq":N`` in front of the body's other fields. A batch message (:mod:`shared.batches`)
+takes ``n`` consecutive seqs in one ``INCRBY`` and gets the first of them spliced in. The
+pub/sub command is named once, in :data:`PUBSUB_COMMAND`. Scripts run through redis-py's
 ``Script`` objects (EVALSHA with a reload on NOSCRIPT), so a restarted Redis that lost its
 script cache is handled transparently.
 """
@@ -18,6 +20,8 @@ from typing import Final
 
 #: Return value of a fenced script whose caller no longer holds the lease.
 FENCED_OUT: Final = -1
+#: The command that sends a message to the replicas (the only place it is named).
+PUBSUB_COMMAND: Final = "PUBLISH"
 
 _FENCE = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return -1 end
@@ -52,13 +56,14 @@ return 1
 )
 
 #: KEYS: leader, epoch, seq, term. ARGV: instance id, epoch, channel, body (JSON object
-#: without seq), "1" to take the next seq or "0" to repeat the current one (heartbeat),
-#: term id, floor. Records the term id next to seq (replicas read both in one MGET at
-#: start-up, so they know which term their starting seq belongs to). ``floor`` is the last
+#: without seq), how many seqs to take -- "1" the next one, "n" the next n of a batch
+#: (the first is spliced in), "0" to repeat the current one (heartbeat) --, term id, floor.
+#: Records the term id next to seq (replicas read both in one MGET at start-up, so they
+#: know which term their starting seq belongs to). ``floor`` is the last
 #: seq this term was given: if ``{ns}:seq`` is below it, Redis lost its last writes (a
 #: failover to a replica that lagged) and the counter is put back to it first, so the
 #: sequence replicas already saw continues instead of repeating numbers.
-#: Returns {seq, receivers}, or -1 when fenced out.
+#: Returns {seq spliced in (a batch's first), receivers}, or -1 when fenced out.
 PUBLISH: Final = (
     _FENCE
     + """
@@ -69,15 +74,18 @@ if ARGV[7] then
     redis.call('SET', KEYS[3], ARGV[7])
   end
 end
-if ARGV[5] == '1' then
-  seq = redis.call('INCR', KEYS[3])
+local take = tonumber(ARGV[5])
+if take > 0 then
+  seq = redis.call('INCRBY', KEYS[3], take) - take + 1
 else
   seq = tonumber(redis.call('GET', KEYS[3]) or '0')
 end
 if ARGV[6] then redis.call('SET', KEYS[4], ARGV[6]) end
 local body = ARGV[4]
 local msg = '{"seq":' .. string.format('%d', seq) .. ',' .. string.sub(body, 2)
-local receivers = redis.call('PUBLISH', ARGV[3], msg)
+local receivers = redis.call('"""
+    + PUBSUB_COMMAND
+    + """', ARGV[3], msg)
 return {seq, receivers}
 """
 )

@@ -6,13 +6,15 @@ the old primary stays up and *writable* for seconds (until Sentinel reconfigures
 client that only reacts to errors keeps writing there, and every such write is lost when
 it resyncs from the new primary. The sentinels announce each promotion on their
 ``+switch-master`` channel; :class:`SwitchWatch` subscribes on every sentinel of the group
-and, once per new primary, closes every connection of the client's pool -- in use or idle,
-pub/sub included -- so the next command asks the sentinels and reaches the new primary,
-and a subscriber sees its resubscription.
+and closes every connection of the client's pool that is on the demoted primary -- in use
+or idle, pub/sub included, or connecting at that moment -- so the next command asks the
+sentinels and reaches the new primary, and a subscriber sees its resubscription.
 
-Invariant: every promotion that a reachable sentinel announces drops the connections and
-reaches ``on_switch`` exactly once (three sentinels announce the same switch; repeats of
-the address last reported are dropped), and the watch never ends on a Redis error: a lost
+Invariant: every announcement of a promotion that a reachable sentinel makes drops the
+connections on the old primary (no connection stays there or comes up there for
+:data:`~shared.clients.DEMOTED_FOR_S`), and each promotion reaches ``on_switch`` exactly
+once (three sentinels announce the same switch; repeats of the address last reported are
+not reported again), and the watch never ends on a Redis error: a lost
 sentinel connection is re-made with jittered backoff (tenacity) and re-subscribed.
 """
 
@@ -141,7 +143,12 @@ class SwitchWatch:
 
     async def _heard(self, data: Any, sentinel: aioredis.Redis) -> None:
         switch = parse_switch(data) if isinstance(data, bytes | str) else None
-        if switch is None or switch.master != self._master or switch.new == self._last:
+        if switch is None or switch.master != self._master:
+            return
+        # Every announcement (three sentinels announce each switch, seconds apart) leaves
+        # the old primary again: idempotent, and it catches any connection that got there.
+        await self.leave(switch.old)
+        if switch.new == self._last:
             return
         self._last = switch.new
         self.switches += 1
@@ -156,20 +163,28 @@ class SwitchWatch:
             old=f"{switch.old[0]}:{switch.old[1]}",
             new=f"{switch.new[0]}:{switch.new[1]}",
         )
-        pool = self._client.connection_pool
-        if isinstance(pool, FollowingPool):
-            pool.demote(switch.old)
-        # Each sentinel announces the switch when it learns of it (up to seconds apart): a
-        # pool that already follows the new primary (it asked the sentinels since) is kept.
-        if getattr(self._client.connection_pool, "master_address", None) != switch.new:
-            try:
-                await self._client.connection_pool.disconnect()
-            except REDIS_DOWN_ERRORS as e:
-                log.debug("closing connections to the old primary failed", error=str(e))
         if self._record_in is not None:
             await self._record(switch)
         if self._on_switch is not None:
             self._on_switch(switch)
+
+    async def leave(self, old: tuple[str, int]) -> None:
+        """Close every connection of the client on the demoted ``old`` primary, and refuse it.
+
+        Only connections on ``old`` are closed, whether idle, in use (a subscription) or
+        coming up at this moment (:class:`~shared.clients.FollowingConnection`); ones that
+        already reached the new primary are kept. Deciding by the pool's last-asked primary
+        instead is wrong: a connection made just before the announcement arrives moves
+        that to the new primary while the in-use connections stay on the old one.
+        """
+        pool = self._client.connection_pool
+        try:
+            if isinstance(pool, FollowingPool):
+                await pool.leave(old)
+            else:
+                await pool.disconnect()
+        except REDIS_DOWN_ERRORS as e:
+            log.debug("closing connections to the old primary failed", error=str(e))
 
     async def _record(self, switch: Switch) -> None:
         """Write the switch to the new primary, for ``scc inspect`` (best effort)."""

@@ -339,6 +339,22 @@ class WatcherSettings(_Group):
     )
     """Largest message the watcher sends; a bigger document goes key-only with refetch."""
 
+    publish_batch_max_changes: int = Field(
+        default=1000,
+        ge=1,
+        le=100_000,
+        validation_alias=AliasChoices("SCC_PUBLISH_BATCH_MAX_CHANGES", "publish_batch_max_changes"),
+    )
+    """Most changes one batch message carries (1: every change its own ``v: 1`` message)."""
+
+    publish_batch_max_bytes: int = Field(
+        default=256 * 1024,
+        ge=4096,
+        le=1024 * 1024,
+        validation_alias=AliasChoices("SCC_PUBLISH_BATCH_MAX_BYTES", "publish_batch_max_bytes"),
+    )
+    """Largest batch message; a change-stream batch beyond it goes out as several messages."""
+
     ready_max_lag_ms: int = Field(
         default=10_000,
         ge=100,

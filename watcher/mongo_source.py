@@ -138,12 +138,44 @@ class MongoStream:
             return change
         return decode_change(change, self._codec)
 
+    def buffered(self) -> bool:
+        """Whether the next change is already held (see :func:`holds_next`)."""
+        return holds_next(self._stream)
+
     async def close(self) -> None:
         """``stream.close()``."""
         try:
             await self._stream.close()
         except PyMongoError as e:
             raise classify(e) from e
+
+
+_warned_no_buffer_view = False
+
+
+def holds_next(stream: AsyncChangeStream[Any]) -> bool:
+    """Whether ``stream.try_next()`` would return a change without a round trip.
+
+    PyMongo keeps the documents of the last ``aggregate``/``getMore`` reply in its command
+    cursor and hands them out one per ``try_next``; only when none is left does
+    ``try_next`` send a ``getMore`` (which may wait up to ``max_await_time_ms``). PyMongo
+    has no public way to ask which case the next call is, so this asks what
+    ``AsyncChangeStream.try_next`` itself asks (``self._cursor._has_next()``, PyMongo
+    4.x). This is the one place a private attribute is used: if a PyMongo version lacks
+    it, the answer is False -- every change is then published on its own (correct, with
+    no added latency, just unbatched) -- and a warning says so once.
+    """
+    global _warned_no_buffer_view
+    try:
+        return bool(stream._cursor._has_next())
+    except AttributeError:
+        if not _warned_no_buffer_view:
+            _warned_no_buffer_view = True
+            log.warning(
+                "cannot see the change stream's buffered batch; publishing unbatched",
+                hint="this PyMongo version has no AsyncChangeStream._cursor._has_next()",
+            )
+        return False
 
 
 class MongoChangeSource:

@@ -3,13 +3,19 @@
 Invariants:
 
 * Every message goes out through ONE call of the fenced ``PUBLISH`` script, which checks
-  the lease, takes the next ``{ns}:seq`` and publishes in the same atomic step, so
-  sequence numbers are gap-free across leaders and a deposed leader sends nothing.
+  the lease, takes the next ``{ns}:seq`` (or the next n, for a batch of n changes) and
+  publishes in the same atomic step, so sequence numbers are gap-free across leaders and
+  a deposed leader sends nothing.
+* :meth:`Publisher.send_batch` sends the changes of one change-stream batch as few
+  messages as ``SCC_PUBLISH_BATCH_MAX_CHANGES`` / ``SCC_PUBLISH_BATCH_MAX_BYTES`` allow
+  (:mod:`shared.batches`); a batch too big for one message is split, never dropped, and
+  a lone change is a plain ``v: 1`` message, so batching adds no latency.
 * Nothing is even attempted once the local lease deadline has passed
   (:meth:`Leadership.ensure`), and a refusal by the fence raises :class:`FencedOut`.
 * A document whose message would exceed the size limit is sent key-only with
   ``refetch: true`` (replicas read it from MongoDB); so is a *poison document*, one
-  that cannot be encoded at all (counted, logged with its ``_id``) -- never a crash.
+  that cannot be encoded at all (counted, logged with its ``_id``) -- never a crash
+  (:mod:`watcher.encoding`).
 * Heartbeats repeat the current seq (no increment) and only go out while the change
   stream is live.
 """
@@ -18,8 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
-from dataclasses import replace
+from collections.abc import Callable, Sequence
 from typing import Final, Protocol
 
 import redis.asyncio as aioredis
@@ -27,11 +32,13 @@ import structlog
 from opentelemetry.metrics import Histogram
 from redis.exceptions import RedisError
 
+from shared.batches import BATCH_KINDS, BATCH_OVERHEAD, encode_batch_body
 from shared.errors import StoreUnavailable
 from shared.keys import Keys
-from shared.messages import Message, encode_body
+from shared.messages import MAX_MESSAGE_BYTES, Message, encode_body
 from shared.scripts import FENCED_OUT, PUBLISH
 from watcher.electing import Leadership, Term
+from watcher.encoding import Encoder
 from watcher.errors import FencedOut
 from watcher.reporting import WatcherStats
 from watcher.timing import Clock, wait_event
@@ -43,22 +50,25 @@ WITHHELD_POLL_S: Final = 0.005
 
 #: Default largest message (bytes) before a document is sent key-only with ``refetch``.
 DEFAULT_MAX_MESSAGE_BYTES: Final = 256 * 1024
-#: What encoding a document into a message raises when it cannot be done (orjson's
-#: ``JSONEncodeError`` -- e.g. nesting deeper than it goes -- is a ``TypeError``).
-_UNENCODABLE: Final = (TypeError, ValueError, OverflowError, RecursionError)
-#: Room kept for the ``"seq":N,`` the script splices in.
-_SEQ_ROOM: Final = 32
 
 
 class Channel(Protocol):
     """The fenced publish port (Redis in production, a list in unit tests)."""
 
     async def publish(
-        self, body: bytes, *, epoch: int, incr: bool, term_id: str = "", floor: int = 0
+        self,
+        body: bytes,
+        *,
+        epoch: int,
+        incr: bool,
+        term_id: str = "",
+        floor: int = 0,
+        count: int = 1,
     ) -> int:
         """Publish ``body`` (JSON without seq) as term ``epoch``; returns the seq used.
 
-        ``incr`` takes the next seq; otherwise the current one is repeated (heartbeat).
+        ``incr`` takes the next ``count`` seqs (a batch of ``count`` changes) and returns
+        the first of them; otherwise the current one is repeated (heartbeat).
         ``term_id`` is recorded next to ``{ns}:seq``; a counter found below ``floor`` (the
         term's last seq: Redis lost writes) is put back to it first. Raises
         :class:`FencedOut` when the lease is not ours, :class:`StoreUnavailable`.
@@ -76,10 +86,17 @@ class RedisChannel:
         self._script = redis.register_script(PUBLISH)
 
     async def publish(
-        self, body: bytes, *, epoch: int, incr: bool, term_id: str = "", floor: int = 0
+        self,
+        body: bytes,
+        *,
+        epoch: int,
+        incr: bool,
+        term_id: str = "",
+        floor: int = 0,
+        count: int = 1,
     ) -> int:
-        """Run the script; the seq it assigned (or repeated)."""
-        take = "1" if incr else "0"
+        """Run the script; the (first) seq it assigned, or the one it repeated."""
+        take = str(count) if incr else "0"
         args: list[str | int | bytes] = [self._id, epoch, self._channel, body, take, term_id, floor]
         try:
             result = await self._script(keys=self._keys, args=args)
@@ -105,6 +122,8 @@ class Publisher:
         histogram: Histogram | None = None,
         hmac_key: bytes | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        batch_max_changes: int = 1,
+        batch_max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
         self._channel = channel
         self._leadership = leadership
@@ -112,7 +131,9 @@ class Publisher:
         self._clock = clock
         self._histogram = histogram
         self._hmac_key = hmac_key
-        self._max_bytes = max_message_bytes
+        self._encoder = Encoder(stats=stats, hmac_key=hmac_key, max_bytes=max_message_bytes)
+        self._batch_max_changes = batch_max_changes
+        self._batch_max_bytes = min(batch_max_bytes, MAX_MESSAGE_BYTES)
         #: ``cluster_time`` / ``ct`` of the last change published (carried by heartbeats).
         self.last_cluster_time: float | None = None
         self.last_ct: tuple[int, int] | None = None
@@ -121,116 +142,128 @@ class Publisher:
         #: (term id, last seq of that term): the floor the publish script restores.
         self._term_seq: tuple[str, int] = ("", 0)
 
-    def _body(self, draft: Draft, term: Term) -> bytes:
-        epoch = term.epoch
-        message = Message(
+    @property
+    def batch_max_changes(self) -> int:
+        """Most changes one message carries (``SCC_PUBLISH_BATCH_MAX_CHANGES``)."""
+        return self._batch_max_changes
+
+    def _message(self, draft: Draft, term: Term, published_at: float) -> Message:
+        return Message(
             kind=draft.kind,
             seq=0,
-            epoch=epoch,
+            epoch=term.epoch,
             term=term.term_id,
             ct=draft.ct,
             key=draft.key,
             doc=draft.doc,
             op=draft.op,
             cluster_time=draft.cluster_time,
-            published_at=self._clock.wall(),
+            published_at=published_at,
             reason=draft.reason,
             doc_id=draft.doc_id,
         )
-        try:
-            body = encode_body(message, hmac_key=self._hmac_key)
-        except _UNENCODABLE as e:  # a poison document: it cannot travel, its key can
-            return self._unencodable(message, e)
-        if draft.kind != "upsert" or len(body) + _SEQ_ROOM <= self._max_bytes:
-            return body
-        self._stats.oversized += 1
-        log.warning(
-            "document too large for a message; sent key-only for refetch",
-            key=draft.key,
-            bytes=len(body),
-            limit=self._max_bytes,
-        )
-        slim = Message(
-            kind="upsert",
-            seq=0,
-            epoch=epoch,
-            term=term.term_id,
-            ct=draft.ct,
-            key=draft.key,
-            op=draft.op,
-            cluster_time=draft.cluster_time,
-            published_at=message.published_at,
-            refetch=True,
-            doc_id=draft.doc_id,
-        )
-        return encode_body(slim, hmac_key=self._hmac_key)
-
-    def _unencodable(self, message: Message, error: Exception) -> bytes:
-        """The encode-failure fallback: the same message without what cannot be encoded.
-
-        An upsert goes key-only with ``refetch`` (replicas read the document themselves:
-        they decode BSON, only its JSON form failed); a delete drops its ``_id``; and if
-        even that fails, a ``resync`` (reason ``poison_event``) -- never an exception.
-        """
-        detail = f"{type(error).__name__}: {error}"[:300]
-        self._stats.record_poison("unencodable", message.doc_id, detail)
-        log.error(
-            "poison document: cannot be encoded into a message; sent key-only",
-            kind=message.kind,
-            key=message.key,
-            _id=repr(message.doc_id)[:200],
-            error=detail,
-        )
-        fallbacks: list[Message] = []
-        if message.kind == "upsert":
-            fallbacks.append(replace(message, doc=None, refetch=True))
-            fallbacks.append(replace(message, doc=None, refetch=True, doc_id=None))
-        elif message.kind == "delete" and message.key is not None:
-            fallbacks.append(replace(message, doc_id=None))
-        fallbacks.append(
-            replace(
-                message,
-                kind="resync",
-                key=None,
-                doc=None,
-                doc_id=None,
-                refetch=False,
-                reason="poison_event",
-            )
-        )
-        for slim in fallbacks:
-            try:
-                return encode_body(slim, hmac_key=self._hmac_key)
-            except _UNENCODABLE:
-                continue
-        raise AssertionError("a resync message always encodes")
 
     async def send(self, draft: Draft, term: Term) -> int:
         """Publish ``draft`` in ``term``; its seq. Raises :class:`NotLeader`/``FencedOut``."""
         self._leadership.ensure(term)
-        body = self._body(draft, term)
+        body = self._encoder.body(self._message(draft, term, self._clock.wall()))
+        seq = await self._publish(body, term, 1)
+        self._published(draft, seq, term)
+        return seq
+
+    async def send_batch(self, drafts: Sequence[Draft], term: Term) -> list[int]:
+        """Publish ``drafts`` (in order) as few messages as the bounds allow; their seqs.
+
+        Consecutive upserts and deletes share a ``v: 2`` message (:mod:`shared.batches`)
+        of at most ``batch_max_changes`` changes and ``batch_max_bytes`` bytes; a resync,
+        a lone change, or a change that fell back to a resync goes out as ``v: 1``. Each
+        message is one fenced script call; nothing waits for more drafts to come.
+        """
+        self._leadership.ensure(term)
+        if len(drafts) <= 1 or self._batch_max_changes <= 1:
+            return [await self.send(draft, term) for draft in drafts]
+        published_at = self._clock.wall()
+        seqs: list[int] = []
+        pending: list[tuple[Draft, Message, bytes]] = []
+        size = BATCH_OVERHEAD
+        for draft in drafts:
+            if draft.kind not in BATCH_KINDS:
+                seqs += await self._flush(pending, term, published_at)
+                seqs.append(await self.send(draft, term))
+                continue
+            message = self._message(draft, term, published_at)
+            used, data, fragment = self._encoder.encode(message, batch=True)
+            if not fragment:  # fell back to a resync: alone, in order
+                seqs += await self._flush(pending, term, published_at)
+                seq = await self._publish(data, term, 1)
+                self._published(draft, seq, term)
+                seqs.append(seq)
+                continue
+            full = len(pending) >= self._batch_max_changes
+            if pending and (full or size + len(data) + 1 > self._batch_max_bytes):
+                seqs += await self._flush(pending, term, published_at)
+                size = BATCH_OVERHEAD
+            pending.append((draft, used, data))
+            size += len(data) + 1
+        seqs += await self._flush(pending, term, published_at)
+        return seqs
+
+    async def _flush(
+        self, pending: list[tuple[Draft, Message, bytes]], term: Term, published_at: float
+    ) -> list[int]:
+        """Send what ``pending`` holds as one message (``v: 1`` if it is one change)."""
+        if not pending:
+            return []
+        batch, pending[:] = list(pending), []
+        if len(batch) == 1:
+            body = encode_body(batch[0][1], hmac_key=self._hmac_key)
+        else:
+            body = encode_batch_body(
+                [data for _, _, data in batch],
+                epoch=term.epoch,
+                term=term.term_id,
+                published_at=published_at,
+                hmac_key=self._hmac_key,
+            )
+        first = await self._publish(body, term, len(batch))
+        if len(batch) > 1:
+            self._stats.batches += 1
+        for i, (draft, _, _) in enumerate(batch):
+            self._published(draft, first + i, term)
+        return list(range(first, first + len(batch)))
+
+    async def _publish(self, body: bytes, term: Term, count: int) -> int:
+        """One fenced publish taking ``count`` seqs; the first. Notes the last seq taken."""
+        self._leadership.ensure(term)
         started = time.perf_counter()
         try:
-            seq = await self._channel.publish(
-                body, epoch=term.epoch, incr=True, term_id=term.term_id, floor=self._floor(term)
+            first = await self._channel.publish(
+                body,
+                epoch=term.epoch,
+                incr=True,
+                term_id=term.term_id,
+                floor=self._floor(term),
+                count=count,
             )
         except FencedOut:
             self._stats.fenced += 1
             raise
         if self._histogram is not None:
             self._histogram.record(time.perf_counter() - started)
-        self._note_seq(term, seq)
+        self._note_seq(term, first + count - 1)
+        return first
+
+    def _published(self, draft: Draft, seq: int, term: Term) -> None:
         if draft.kind == "resync":
             self._stats.resyncs[draft.reason or "unknown"] += 1
             log.warning("resync published", seq=seq, epoch=term.epoch, reason=draft.reason)
-        else:
-            self._stats.events[draft.op or draft.kind] += 1
-            if draft.cluster_time is not None:
-                self.last_cluster_time = draft.cluster_time
-            if draft.ct is not None:
-                self.last_ct = draft.ct
-            log.debug("published", seq=seq, epoch=term.epoch, kind=draft.kind, key=draft.key)
-        return seq
+            return
+        self._stats.events[draft.op or draft.kind] += 1
+        if draft.cluster_time is not None:
+            self.last_cluster_time = draft.cluster_time
+        if draft.ct is not None:
+            self.last_ct = draft.ct
+        log.debug("published", seq=seq, epoch=term.epoch, kind=draft.kind, key=draft.key)
 
     async def heartbeat(self, term: Term) -> int:
         """Publish a ``heartbeat`` carrying the current seq (not incremented)."""

@@ -48,6 +48,8 @@ class WatcherStats:
     skipped: Counter[str] = field(default_factory=Counter)
     fenced: int = 0
     oversized: int = 0
+    #: Messages that carried more than one change (``v: 2`` batches).
+    batches: int = 0
     #: Poison documents by reason (every reason present, so the metric shows 0).
     poison: Counter[str] = field(default_factory=lambda: Counter(dict.fromkeys(POISON_REASONS, 0)))
     last_poison: str = ""
@@ -119,7 +121,7 @@ def register_metrics(
     ``scc_watcher_resyncs_total{reason}``, ``scc_watcher_elections_total``,
     ``scc_watcher_errors_total{error}``, ``scc_watcher_skipped_total{reason}``,
     ``scc_watcher_fenced_total``, ``scc_watcher_oversized_total``,
-    ``scc_watcher_poison_documents_total{reason}``.
+    ``scc_watcher_poison_documents_total{reason}``, ``scc_watcher_batches_total``.
     """
 
     def labelled(counts: Counter[str], label: str) -> Iterable[tuple[float, dict[str, str]]]:
@@ -170,6 +172,10 @@ def register_metrics(
         "scc_watcher_oversized": (
             lambda: [(float(stats.oversized), {})],
             "Documents sent key-only with refetch because the message would be too large.",
+        ),
+        "scc_watcher_batches": (
+            lambda: [(float(stats.batches), {})],
+            "Messages that carried several changes of one change-stream batch.",
         ),
     }
     for name, (read, description) in counters.items():

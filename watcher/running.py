@@ -105,6 +105,8 @@ class Watcher:
             histogram=histogram,
             hmac_key=None if hmac is None else hmac.get_secret_value().encode(),
             max_message_bytes=settings.watcher.max_message_bytes,
+            batch_max_changes=settings.watcher.publish_batch_max_changes,
+            batch_max_bytes=settings.watcher.publish_batch_max_bytes,
         )
         self.follower = Follower(
             source=source,

@@ -6,6 +6,11 @@ Invariants (DESIGN.md, rule 1):
   read right after the change it covers was published (PyMongo moves that token only when
   ``try_next`` returns, so it never points past an unpublished change). Replays after a
   failover are harmless: messages carry current state.
+* **Batches without waiting.** After a change arrives, the changes the stream already
+  holds (the rest of the same server reply: :meth:`ChangeStream.buffered`) are taken with
+  it, up to ``SCC_PUBLISH_BATCH_MAX_CHANGES``, and published together
+  (:meth:`Publisher.send_batch`); the token kept is the one after the last of them. A
+  lone change (a quiet collection) is published the moment it arrives.
 * **Never silently from "now".** A stream opened without a token is always followed by a
   ``resync`` (reason ``no_token``, ``corrupt_token``, ``history_lost``, ``drop``, ...)
   published *after* the stream is open, then the new token is saved at once.
@@ -39,7 +44,7 @@ from watcher.publishing import Publisher
 from watcher.reporting import WatcherStats
 from watcher.resuming import ResumeToken, TokenStore
 from watcher.timing import Backoff, Clock, wait_event
-from watcher.translating import Translator, cluster_seconds, resync
+from watcher.translating import Draft, Translator, cluster_seconds, resync
 
 log = structlog.get_logger("watcher.watching")
 
@@ -62,6 +67,10 @@ class ChangeStream(Protocol):
 
         Raises :class:`HistoryLost` or :class:`SourceUnavailable`.
         """
+        ...
+
+    def buffered(self) -> bool:
+        """Whether the next change is already held here (``try_next`` needs no round trip)."""
         ...
 
     async def close(self) -> None:
@@ -211,23 +220,57 @@ class Follower:
                     await self._save(term, pos, force=pos.unsaved_changes > 0 or pos.saved is None)
                     continue
                 self._stats.last_event_at = self._clock.wall()
-                await self._handle(change, term)
-                self._stats.caught_up(event_wall_time(change))
-                pos.token = stream.resume_token
-                pos.cluster_time = cluster_seconds(change.get("clusterTime"))
-                pos.unsaved_changes += 1
+                changes = await self._drain(stream, change)
+                await self._handle(changes, term)
+                self._published(changes, stream.resume_token, pos)
                 await self._save(term, pos, force=False)
         finally:
             stopped.cancel()
             self._stats.stream_open = False
             await _close_quietly(stream)
 
-    async def _handle(self, change: Mapping[str, Any], term: Term) -> None:
-        op = str(change.get("operationType"))
-        if op in RESTART_OPS:
-            raise StreamInvalidated(op, f"{op} event on the watched collection")
-        for draft in self._translator.drafts(change):
-            await self._publisher.send(draft, term)
+    async def _drain(
+        self, stream: ChangeStream, change: Mapping[str, Any]
+    ) -> list[Mapping[str, Any]]:
+        """``change`` and every change the stream already holds (the rest of the server's
+        reply, up to the batch bound).
+
+        Never waits for more: only changes that ``try_next`` returns without a round trip
+        are taken, so a lone change goes out at once. The resume token is read once, after
+        the batch is published (PyMongo deep-copies it on every read: per change, that
+        copy cost more than the rest of the watcher's work on the change).
+        """
+        changes = [change]
+        limit = self._publisher.batch_max_changes
+        while len(changes) < limit and stream.buffered():
+            more = await stream.try_next()
+            if more is None:
+                break
+            changes.append(more)
+        return changes
+
+    def _published(
+        self, changes: list[Mapping[str, Any]], token: ResumeToken | None, pos: _Position
+    ) -> None:
+        """Move the position to ``token``, just after the last of ``changes`` (published)."""
+        last = changes[-1]
+        self._stats.caught_up(event_wall_time(last))
+        pos.token = token
+        pos.cluster_time = cluster_seconds(last.get("clusterTime"))
+        pos.unsaved_changes += len(changes)
+
+    async def _handle(self, changes: list[Mapping[str, Any]], term: Term) -> None:
+        """Publish the drafts of ``changes`` together. A restart event among them raises
+        :class:`StreamInvalidated` once the changes before it are published (the position
+        is left where it was: the stream restarts from now, after a resync)."""
+        drafts: list[Draft] = []
+        for change in changes:
+            op = str(change.get("operationType"))
+            if op in RESTART_OPS:
+                await self._publisher.send_batch(drafts, term)
+                raise StreamInvalidated(op, f"{op} event on the watched collection")
+            drafts.extend(self._translator.drafts(change))
+        await self._publisher.send_batch(drafts, term)
 
     async def _save(self, term: Term, pos: _Position, *, force: bool) -> None:
         """Save ``pos.token`` if it moved and (``force``, changes since, or interval passed).

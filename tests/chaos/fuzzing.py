@@ -34,8 +34,9 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 
+from shared.batches import decode_batch
 from shared.errors import MessageError
-from shared.messages import MAX_MESSAGE_BYTES, Kind, Message, decode, encode_body, splice_seq
+from shared.messages import MAX_MESSAGE_BYTES, Kind, Message, encode_body, splice_seq
 from tests.chaos.profile import INGEST_TOKEN
 
 #: Keys that forged messages name; none exists in MongoDB, so each must answer 404 at the end.
@@ -65,7 +66,7 @@ def expected_reason(raw: bytes, hmac_key: bytes) -> str | None:
     then ``crash:<exception type>``, which no replica can count.
     """
     try:
-        decode(raw, hmac_key=hmac_key)
+        decode_batch(raw, hmac_key=hmac_key)
     except MessageError as e:
         return e.reason
     except Exception as e:  # the decoder's contract is MessageError only; report, do not stop

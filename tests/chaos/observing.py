@@ -32,8 +32,8 @@ import httpx
 import redis
 import structlog
 
+from shared.batches import decode_batch
 from shared.errors import MessageError
-from shared.messages import decode
 
 log = structlog.get_logger("tests.chaos.observing")
 
@@ -135,28 +135,32 @@ class ChannelObserver:
             injected = _fingerprint(raw) in self._injected
             session = self.sessions
         try:
-            m = decode(raw, hmac_key=self._hmac_key)
+            changes = decode_batch(raw, hmac_key=self._hmac_key).changes
         except MessageError as e:
-            seen = Seen(wall, mono, run_id, session, len(raw), rejected=e.reason, injected=injected)
-        else:
-            rev = m.doc.get("rev") if m.doc is not None else None
-            seen = Seen(
-                wall,
-                mono,
-                run_id,
-                session,
-                len(raw),
-                seq=m.seq,
-                epoch=m.epoch,
-                kind=m.kind,
-                key=m.key,
-                rev=rev if isinstance(rev, int) else None,
-                reason=m.reason,
-                refetch=m.refetch,
-                injected=injected,
-            )
+            seen = [
+                Seen(wall, mono, run_id, session, len(raw), rejected=e.reason, injected=injected)
+            ]
+        else:  # a batch message is recorded as each of its changes
+            seen = [
+                Seen(
+                    wall,
+                    mono,
+                    run_id,
+                    session,
+                    len(raw),
+                    seq=m.seq,
+                    epoch=m.epoch,
+                    kind=m.kind,
+                    key=m.key,
+                    rev=_rev(m.doc),
+                    reason=m.reason,
+                    refetch=m.refetch,
+                    injected=injected,
+                )
+                for m in changes
+            ]
         with self._cond:
-            self.messages.append(seen)
+            self.messages.extend(seen)
             self._cond.notify_all()
 
     def wait_for(
@@ -417,3 +421,8 @@ def replica_epoch_violations(samples: list[HealthSample], *, resets: list[float]
             out.append(f"{s.replica}: leader_epoch {previous[0]} then {s.epoch}")
         last[s.replica] = (s.epoch, s.mono)
     return out[:20]
+
+
+def _rev(doc: dict[str, Any] | None) -> int | None:
+    rev = doc.get("rev") if doc is not None else None
+    return rev if isinstance(rev, int) else None

@@ -25,11 +25,6 @@ def test_primary_sigkill_mid_burst_fails_over_and_converges(tmp_path: Path) -> N
 
 @e2e
 @pytest.mark.timeout(180)
-@pytest.mark.xfail(
-    strict=False,
-    reason="open: a standby watcher sometimes stays connected to the demoted primary after a "
-    "planned SENTINEL FAILOVER (seen 1 run in ~10; caches stay exact)",
-)
 def test_planned_failover_leaves_the_demoted_primary_at_once(tmp_path: Path) -> None:
     """SENTINEL FAILOVER: within a second no process is connected to the old primary."""
     result = run("sentinel-switch", tmp_path)

@@ -37,6 +37,8 @@ class RedisServer:
         self.port = port or free_port()
         self._dir = tempfile.mkdtemp(prefix="scc-redis-")
         self._proc: subprocess.Popen[bytes] | None = None
+        #: More ``redis-server`` arguments (e.g. ``["--replicaof", "127.0.0.1", "6390"]``).
+        self.extra: list[str] = []
 
     @property
     def url(self) -> str:
@@ -71,6 +73,7 @@ class RedisServer:
                 "no",
                 "--loglevel",
                 "warning",
+                *self.extra,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -36,7 +36,10 @@ def run(rig: Rig) -> None:
     with old.client() as direct:
         clients = direct.client_list()
     stayed = sorted(
-        c["name"] for c in clients if c.get("name", "").startswith(("scc-watcher", "scc-replica"))
+        f"{c['name']} (cmd={c.get('cmd')} age={c.get('age')}s idle={c.get('idle')}s "
+        f"sub={c.get('sub')} flags={c.get('flags')})"
+        for c in clients
+        if c.get("name", "").startswith(("scc-watcher", "scc-replica"))
     )
     rig.check(not stayed, f"still connected to the demoted primary: {stayed}")
     first = rig.observer.wait_for(lambda m: not m.injected and m.mono > switched, timeout=20)

@@ -8,6 +8,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from shared import scripts
+from shared.batches import decode_batch, encode_batch_body, encode_change
 from shared.keys import Keys
 from shared.messages import Message, decode, encode_body
 
@@ -88,3 +89,39 @@ async def test_scripts_survive_a_redis_restart(r: aioredis.Redis, redis_server: 
     redis_server.restart()  # type: ignore[attr-defined]
     await r.connection_pool.disconnect()
     assert await acquire(keys=[KEYS.leader, KEYS.epoch], args=["a", 5000]) == 1
+
+
+async def test_publish_takes_a_range_of_seqs_for_a_batch(r: aioredis.Redis) -> None:
+    """A batch of n changes takes n seqs in one call and carries the first; the next follows."""
+    await r.set(KEYS.leader, "a")
+    await r.set(KEYS.epoch, 4)
+    await r.set(KEYS.seq, 10)
+    pubsub = r.pubsub()
+    await pubsub.subscribe(KEYS.invalidations)
+    await pubsub.get_message(timeout=1)
+    changes = [
+        Message(kind="delete", seq=0, epoch=4, key=f"k{i}", ct=(1, i), published_at=1.0)
+        for i in range(3)
+    ]
+    body = encode_batch_body(
+        [encode_change(m) for m in changes], epoch=4, term="t", published_at=1.0
+    )
+    script = r.register_script(scripts.PUBLISH)
+    args = [KEYS.leader, KEYS.epoch, KEYS.seq]
+    first = await script(keys=args, args=["a", 4, KEYS.invalidations, body, "3"])
+    assert first[0] == 11  # type: ignore[index]
+    assert int(await r.get(KEYS.seq)) == 13
+    assert (await _publish(r, "a", 4))[0] == 14  # type: ignore[index]
+    raw = []
+    while len(raw) < 2:
+        m = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1)
+        if m:
+            raw.append(m["data"])
+    batch = decode_batch(raw[0])
+    assert [(c.seq, c.key, c.ct) for c in batch.changes] == [
+        (11, "k0", (1, 0)),
+        (12, "k1", (1, 1)),
+        (13, "k2", (1, 2)),
+    ]
+    assert decode_batch(raw[1]).first.seq == 14
+    await pubsub.aclose()

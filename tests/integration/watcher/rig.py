@@ -24,9 +24,10 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from shared.batches import decode_batch
 from shared.clients import make_mongo, make_redis
 from shared.keys import Keys
-from shared.messages import Message, decode
+from shared.messages import Message
 from shared.settings import Settings, load_settings
 from shared.telemetry import make_telemetry
 from watcher.mongo_source import MongoChangeSource
@@ -111,6 +112,8 @@ class Collector:
 
     url: str
     messages: list[Message] = field(default_factory=list)
+    #: Pub/sub messages but heartbeats received (a batch counts once, its changes each).
+    received: int = 0
     _task: asyncio.Task[None] | None = None
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _subscribed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -124,7 +127,9 @@ class Collector:
             while not self._stop.is_set():
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.05)
                 if message is not None:
-                    self.messages.append(decode(message["data"]))
+                    batch = decode_batch(message["data"])
+                    self.received += batch.first.kind != "heartbeat"
+                    self.messages.extend(batch.changes)
         finally:
             await pubsub.aclose()
             await client.aclose()

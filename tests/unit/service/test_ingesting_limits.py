@@ -84,3 +84,17 @@ def test_check_document_returns_or_raises_limit_error_only(document: Any) -> Non
 def test_host_allow_list(host: str | None, allowed: set[str], expected: bool) -> None:
     """Exact and ``*.suffix`` entries match case-insensitively; an empty list allows all."""
     assert host_allowed(host, frozenset(allowed)) is expected
+
+
+def test_long_digit_runs_in_strings_do_not_reparse_and_wide_tokens_do() -> None:
+    """A digit run in a string keeps orjson's document; a wide number token is kept exact."""
+    body = b'[{"sequencer": "00000000000000000000000000000abc", "n": 5}]'
+    document = orjson.loads(body)
+    assert check_document(body, document, where="events") is document
+    for raw, expected in [
+        (b'{"a":\n\t18446744073709551616\n}', {"a": "18446744073709551616"}),
+        (b'[-9223372036854775809]', ["-9223372036854775809"]),
+        (b'{"s": "x 99999999999999999999 y", "b": 99999999999999999999}',
+         {"s": "x 99999999999999999999 y", "b": "99999999999999999999"}),
+    ]:  # fmt: skip
+        assert check_document(raw, orjson.loads(raw), where="event") == expected

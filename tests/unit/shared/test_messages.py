@@ -314,3 +314,90 @@ def test_deeply_nested_document_is_rejected_not_crashing() -> None:
     )
     with pytest.raises(MessageError):
         decode(raw)
+
+
+_field_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-3, max_value=2**64),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=70),
+    st.sampled_from(["upsert", "delete", "resync", "heartbeat"]),
+    st.lists(st.integers(min_value=-1, max_value=2**33), max_size=3),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+_names = [
+    "seq", "epoch", "kind", "key", "doc", "op", "cluster_time", "published_at",
+    "term", "ct", "behind", "refetch", "reason",
+]  # fmt: skip
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.fixed_dictionaries(
+        {},
+        optional={name: _field_values for name in _names},
+    ),
+    st.fixed_dictionaries(
+        {
+            "seq": st.integers(0, 9),
+            "epoch": st.integers(0, 9),
+            "kind": st.sampled_from(["upsert", "delete", "resync", "heartbeat"]),
+            "key": st.none() | st.just("k"),
+            "doc": st.none() | st.just({"a": 1}),
+            "op": st.none() | st.just("insert"),
+            "cluster_time": st.none() | st.floats(0, 10),
+            "published_at": st.floats(0, 10),
+        }
+    ),
+)
+def test_the_fast_field_check_accepts_only_what_the_detailed_one_accepts(
+    noise: dict[str, Any], base: dict[str, Any]
+) -> None:
+    """Whenever the one-pass check accepts a message, the field-by-field one agrees."""
+    from shared import messages
+
+    for obj in (noise, {**base, **noise}, base):
+        fast = messages._fast_fields(obj)
+        if fast is None:
+            continue
+        try:
+            checked = messages._checked_fields(obj)
+        except MessageError as e:  # pragma: no cover - the failure this test exists for
+            raise AssertionError(f"fast path accepted what the checked path refuses: {e}") from e
+        try:
+            expected = messages._build(obj, *checked)
+        except MessageError:
+            with pytest.raises(MessageError):
+                messages._build(obj, *fast)
+            continue
+        assert messages._build(obj, *fast) == expected
+
+
+def _reference_to_ejson(value: Any) -> Any:
+    """The general conversion, type test by type test (what the shortcut must equal)."""
+    from bson import json_util
+
+    from shared.ejson import EJSON_OPTIONS
+
+    if isinstance(value, dict):
+        return {str(k): _reference_to_ejson(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_reference_to_ejson(v) for v in value]
+    if value is None or value.__class__ is str or isinstance(value, bool):
+        return value
+    if isinstance(value, int) and -(2**63) <= value <= 2**63 - 1:
+        return int(value)
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    return json_util.default(value, json_options=EJSON_OPTIONS)
+
+
+@settings(max_examples=300, deadline=None)
+@given(bson_values)
+def test_the_plain_value_shortcut_of_to_ejson_changes_nothing(value: Any) -> None:
+    """Documents convert exactly as the general, type-by-type conversion does."""
+    from shared.ejson import to_ejson
+
+    doc = {"v": value, "nested": {"w": value, "list": [value, 1, "s"]}, 7: math.inf}
+    assert orjson.dumps(to_ejson(doc)) == orjson.dumps(_reference_to_ejson(doc))

@@ -57,6 +57,14 @@ def test_flat_variable_names_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"SCC_MONGODB_URI": "m://x", "SCC_REDIS_URL": "http://r"}, "SCC_REDIS_URL: Value error"),
         ({"SCC_MONGODB_URI": "m://x", "SCC_LOG_FORMAT": "xml"}, "SCC_LOG_FORMAT: Input"),
         ({"SCC_MONGODB_URI": "m://x", "SCC_MESSAGE_HMAC_KEY": "short"}, "SCC_MESSAGE_HMAC_KEY:"),
+        (
+            {"SCC_MONGODB_URI": "m://x", "SCC_PUBLISH_BATCH_MAX_CHANGES": "0"},
+            "SCC_PUBLISH_BATCH_MAX_CHANGES: Input should be greater than or equal to 1",
+        ),
+        (
+            {"SCC_MONGODB_URI": "m://x", "SCC_PUBLISH_BATCH_MAX_BYTES": "2000000"},
+            "SCC_PUBLISH_BATCH_MAX_BYTES: Input should be less than or equal to 1048576",
+        ),
     ],
 )
 def test_bad_values_raise_one_line_naming_the_variable(

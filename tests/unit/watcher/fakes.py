@@ -17,8 +17,9 @@ from typing import Any
 
 from bson.timestamp import Timestamp
 
+from shared.batches import decode_batch
 from shared.errors import StoreUnavailable
-from shared.messages import Message, decode, splice_seq
+from shared.messages import Message, splice_seq
 from watcher.errors import CorruptToken, FencedOut, HistoryLost
 from watcher.resuming import ResumeToken, StoredToken, dump_token, parse_token
 
@@ -55,8 +56,8 @@ class FakeRedis:
         await asyncio.sleep(0)
 
     def messages(self) -> list[Message]:
-        """Every published message, decoded."""
-        return [decode(raw) for raw in self.published]
+        """Every published change, decoded (a batch message gives each of its changes)."""
+        return [m for raw in self.published for m in decode_batch(raw).changes]
 
 
 class FakeLease:
@@ -142,16 +143,24 @@ class FakeChannel:
         self.redis, self.id = redis, instance_id
 
     async def publish(
-        self, body: bytes, *, epoch: int, incr: bool, term_id: str = "", floor: int = 0
+        self,
+        body: bytes,
+        *,
+        epoch: int,
+        incr: bool,
+        term_id: str = "",
+        floor: int = 0,
+        count: int = 1,
     ) -> int:
         await self.redis.call()
         if self.redis.fenced(self.id, epoch):
             raise FencedOut("fake fence")
         self.redis.seq = max(self.redis.seq, floor)
+        first = self.redis.seq + 1 if incr else self.redis.seq
         if incr:
-            self.redis.seq += 1
-        self.redis.published.append(splice_seq(body, self.redis.seq))
-        return self.redis.seq
+            self.redis.seq += count
+        self.redis.published.append(splice_seq(body, first))
+        return first
 
 
 def token(position: int) -> dict[str, str]:
@@ -187,6 +196,10 @@ class FakeStream:
         self.resume_token = token(self.pos)
         return None
 
+    def buffered(self) -> bool:
+        """Every event already recorded counts as part of the current server reply."""
+        return self.source.batching and self.pos < len(self.source.events)
+
     async def close(self) -> None:
         self.closed = True
 
@@ -204,6 +217,8 @@ class FakeSource:
         self.next_errors: list[Exception] = []
         self.opened: list[int] = []
         self.empty_batches = 0
+        #: Whether recorded events are handed out as one batch (``FakeStream.buffered``).
+        self.batching = True
 
     def _event(self, op: str, **extra: Any) -> dict[str, Any]:
         n = len(self.events)

@@ -51,3 +51,17 @@ def test_the_pipeline_passes_exactly_the_operations_the_watcher_acts_on() -> Non
         "dropDatabase",
         "invalidate",
     }
+
+
+def test_a_stream_without_the_buffer_view_reads_as_holding_nothing() -> None:
+    """A PyMongo without ``_cursor._has_next`` makes the watcher publish unbatched, warned once."""
+    from structlog.testing import capture_logs
+
+    import watcher.mongo_source as mongo_source
+
+    mongo_source._warned_no_buffer_view = False
+    with capture_logs() as logs:
+        assert mongo_source.holds_next(object()) is False  # type: ignore[arg-type]
+        assert mongo_source.holds_next(object()) is False  # type: ignore[arg-type]
+    assert [e["log_level"] for e in logs] == ["warning"]
+    assert "unbatched" in logs[0]["event"]

@@ -6,8 +6,11 @@ import asyncio
 import time
 from typing import Any
 
+import orjson
 import pytest
 
+from shared.batches import decode_batch
+from shared.errors import MessageError
 from shared.messages import decode
 from tests.unit.watcher.fakes import FakeChannel, FakeRedis
 from watcher.electing import Leadership, Term
@@ -189,3 +192,109 @@ async def test_a_heartbeat_says_how_far_the_published_state_trails() -> None:
     assert unknown.behind is None
     assert replaying.behind is not None and 11.0 < replaying.behind < 60.0
     assert current.behind is not None and current.behind < 1.0
+
+
+def _drafts(n: int, *, size: int = 10) -> list[Draft]:
+    return [
+        Draft(
+            kind="upsert",
+            op="insert",
+            key=f"k{i}",
+            doc={"_id": i, "x": "y" * size},
+            doc_id=i,
+            ct=(100, i),
+            cluster_time=100 + i / 1e6,
+        )
+        for i in range(n)
+    ]
+
+
+async def test_a_batch_goes_out_as_one_message_with_consecutive_seqs() -> None:
+    """Drafts of one change-stream batch take one publish and consecutive seqs."""
+    redis = FakeRedis()
+    leadership, term = await leading(redis)
+    publisher, stats = make_publisher(redis, leadership, batch_max_changes=100)
+    await publisher.send(Draft(kind="upsert", op="insert", key="first", doc={}), term)
+    seqs = await publisher.send_batch(_drafts(5), term)
+    assert seqs == [2, 3, 4, 5, 6]
+    assert len(redis.published) == 2
+    changes = decode_batch(redis.published[1]).changes
+    assert [(c.seq, c.key, c.ct) for c in changes] == [(2 + i, f"k{i}", (100, i)) for i in range(5)]
+    assert (stats.batches, stats.events["insert"], publisher.last_seq) == (1, 6, 6)
+    assert publisher.last_ct == (100, 4)
+
+
+async def test_a_batch_is_split_by_count_and_by_bytes_never_dropped() -> None:
+    """Bounds split a batch into several messages; every draft is published, in order."""
+    redis = FakeRedis()
+    leadership, term = await leading(redis)
+    publisher, _ = make_publisher(redis, leadership, batch_max_changes=3)
+    await publisher.send_batch(_drafts(7), term)
+    assert [len(decode_batch(raw)) for raw in redis.published] == [3, 3, 1]
+    redis2 = FakeRedis()
+    leadership2, term2 = await leading(redis2)
+    publisher2, _ = make_publisher(redis2, leadership2, batch_max_changes=100, batch_max_bytes=4096)
+    await publisher2.send_batch(_drafts(20, size=600), term2)
+    sizes = [len(raw) for raw in redis2.published]
+    assert all(size <= 4096 for size in sizes) and len(sizes) > 3
+    assert [m.seq for m in redis2.messages()] == list(range(1, 21))
+
+
+async def test_a_lone_change_and_a_resync_go_out_as_single_messages() -> None:
+    """A batch of one is a plain ``v: 1`` message; a resync never travels in a batch."""
+    redis = FakeRedis()
+    leadership, term = await leading(redis)
+    publisher, _ = make_publisher(redis, leadership, batch_max_changes=100)
+    await publisher.send_batch(_drafts(1), term)
+    drafts = _drafts(4)
+    drafts.insert(2, Draft(kind="resync", op=None, reason="poison_event"))
+    await publisher.send_batch(drafts, term)
+    versions = [orjson.loads(raw)["v"] for raw in redis.published]
+    assert versions == [1, 2, 1, 2]
+    assert decode(redis.published[0]).seq == 1
+    assert [m.kind for m in redis.messages()] == ["upsert"] * 3 + ["resync"] + ["upsert"] * 2
+    assert [m.seq for m in redis.messages()] == list(range(1, 7))
+
+
+async def test_an_oversized_or_poison_document_in_a_batch_goes_key_only() -> None:
+    """The size cap and the poison fallback apply to each change of a batch."""
+    redis = FakeRedis()
+    leadership, term = await leading(redis)
+    publisher, stats = make_publisher(
+        redis, leadership, batch_max_changes=100, max_message_bytes=2048
+    )
+    drafts = _drafts(3)
+    drafts[1] = Draft(kind="upsert", op="update", key="big", doc={"x": "y" * 4096}, doc_id=1)
+    drafts.append(Draft(kind="upsert", op="update", key="bad", doc={"x": 2**70}, doc_id=3))
+    await publisher.send_batch(drafts, term)
+    [raw] = redis.published
+    changes = decode_batch(raw).changes
+    assert [(c.key, c.refetch, c.doc is None) for c in changes[1:]] == [
+        ("big", True, True),
+        ("k2", False, False),
+        ("bad", True, True),
+    ]
+    assert stats.oversized == 1 and stats.poison["unencodable"] == 1
+
+
+async def test_a_signed_batch_verifies_as_a_whole() -> None:
+    """With an HMAC key a batch carries one signature that replicas verify."""
+    redis = FakeRedis()
+    leadership, term = await leading(redis)
+    publisher, _ = make_publisher(redis, leadership, batch_max_changes=10, hmac_key=b"k" * 32)
+    await publisher.send_batch(_drafts(3), term)
+    [raw] = redis.published
+    assert len(decode_batch(raw, hmac_key=b"k" * 32)) == 3
+    with pytest.raises(MessageError):
+        decode_batch(raw.replace(b'"k1"', b'"k7"'), hmac_key=b"k" * 32)
+
+
+async def test_a_fenced_out_batch_publishes_nothing() -> None:
+    """A batch from a deposed leader is refused whole, and counted."""
+    redis = FakeRedis()
+    leadership, term = await leading(redis)
+    publisher, stats = make_publisher(redis, leadership, batch_max_changes=10)
+    redis.epoch = 5
+    with pytest.raises(FencedOut):
+        await publisher.send_batch(_drafts(3), term)
+    assert (redis.published, stats.fenced, redis.seq) == ([], 1, 0)
