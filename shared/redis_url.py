@@ -11,6 +11,11 @@ The userinfo authenticates against the primary (and its replicas); the sentinels
 password, if any, comes from ``SCC_REDIS_SENTINEL_PASSWORD``. A port may be left out
 (Sentinel's 26379), IPv6 hosts are written ``[::1]:26379``.
 
+The only query a Sentinel URL takes is ``?role=master`` (the default) or ``?role=replica``:
+the second names one of the master's replicas instead of the master itself, which only a
+*subscription* can use (``SCC_REDIS_SUBSCRIBE_URL``: PUBLISH reaches replicas through
+replication); writes always go to the master.
+
 Invariant: :func:`parse_redis_url` either returns a complete :class:`SentinelTarget`
 (at least one sentinel, a master name, a database index) or raises ``ValueError`` whose
 message names the part that is wrong -- never the password.
@@ -26,6 +31,8 @@ PLAIN_SCHEMES = frozenset({"redis", "rediss", "unix"})
 #: Schemes that name a Sentinel group (TLS for the second).
 SENTINEL_SCHEMES = frozenset({"redis+sentinel", "rediss+sentinel"})
 DEFAULT_SENTINEL_PORT = 26379
+#: What ``?role=`` of a Sentinel URL may say: the master, or one of its replicas.
+SENTINEL_ROLES = ("master", "replica")
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +45,8 @@ class SentinelTarget:
     username: str | None = None
     password: str | None = None
     tls: bool = False
+    #: ``master`` (the default) or ``replica`` (``?role=replica``: subscriptions only).
+    role: str = "master"
 
 
 def scheme_of(url: str) -> str:
@@ -60,8 +69,7 @@ def parse_redis_url(url: str) -> SentinelTarget | None:
             "must start with redis://, rediss://, unix://, redis+sentinel:// or rediss+sentinel://"
         )
     rest = url.split("://", 1)[1]
-    if "?" in rest or "#" in rest:
-        raise ValueError("a redis+sentinel URL takes no ?query or #fragment")
+    rest, role = _sentinel_query(rest)
     authority, _, path = rest.partition("/")
     userinfo, at, hostlist = authority.rpartition("@")
     username, password = _userinfo(userinfo) if at else (None, None)
@@ -73,7 +81,22 @@ def parse_redis_url(url: str) -> SentinelTarget | None:
         username=username,
         password=password,
         tls=scheme == "rediss+sentinel",
+        role=role,
     )
+
+
+def _sentinel_query(rest: str) -> tuple[str, str]:
+    """``rest`` without its query, and the role the query names (``master`` if none)."""
+    if "#" in rest:
+        raise ValueError("a redis+sentinel URL takes no #fragment")
+    rest, mark, query = rest.partition("?")
+    if not mark:
+        return rest, "master"
+    name, equals, value = query.partition("=")
+    if name != "role" or not equals or value not in SENTINEL_ROLES:
+        # The query is not echoed: an unencoded '?' in a password would put part of it there.
+        raise ValueError("a redis+sentinel URL takes no ?query but ?role=master or ?role=replica")
+    return rest, value
 
 
 def _userinfo(userinfo: str) -> tuple[str | None, str | None]:

@@ -27,6 +27,7 @@ from tests.chaos.scenarios import (
     redis_outage,
     redis_restart,
     redis_tail_loss,
+    replica_subscribers,
     sentinel_kill,
     sentinel_partition,
     sentinel_switch,
@@ -64,6 +65,7 @@ SCENARIOS: tuple[Scenario, ...] = tuple(
         sentinel_kill,
         sentinel_switch,
         sentinel_partition,
+        replica_subscribers,
     )
 )
 BY_NAME: dict[str, Scenario] = {s.name: s for s in SCENARIOS}
