@@ -23,6 +23,7 @@ fleet, each replica on its own CPU, would meet first.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 from typing import Any
@@ -33,6 +34,7 @@ from bench.common import Context, Outcome, Row, as_jsonable, fmt_ratio, plot_lin
 from bench.curve_rig import Topology, drain, run_step, topology
 from bench.ours import FanoutPublisher
 from bench.replicas import WorkerSet, spread
+from shared.errors import StoreUnavailable
 
 NAME = "fanout_curve"
 NAMESPACE = "benchcurve"
@@ -123,9 +125,7 @@ async def _one_topology(
     replicas = 2 if name == "replicas" else 0
     async with topology(name, replicas) as topo:
         redis = aioredis.Redis.from_url(topo.primary.url)
-        publisher = await FanoutPublisher.create(
-            redis, namespace=NAMESPACE, batch_max_changes=BATCH_MAX_CHANGES
-        )
+        publisher = await _lead(redis)
         steps = [0]
         try:
             for n in plan["sizes"]:
@@ -163,6 +163,22 @@ async def _one_topology(
         finally:
             await publisher.close()
             await redis.aclose()
+
+
+async def _lead(redis: aioredis.Redis, tries: int = 20) -> FanoutPublisher:
+    """Take the lease as a watcher does: retried while the replicas have not confirmed it
+    (a lease acquisition waits for every connected replica, which a loaded machine or a
+    replica that just synced can miss)."""
+    for _ in range(tries - 1):
+        try:
+            return await FanoutPublisher.create(
+                redis, namespace=NAMESPACE, batch_max_changes=BATCH_MAX_CHANGES
+            )
+        except StoreUnavailable:
+            await asyncio.sleep(0.2)
+    return await FanoutPublisher.create(
+        redis, namespace=NAMESPACE, batch_max_changes=BATCH_MAX_CHANGES
+    )
 
 
 def _at(results: dict[str, list[dict[str, Any]]], label: str, n: int) -> dict[str, Any]:

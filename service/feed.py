@@ -12,6 +12,9 @@ from typing import Final, Protocol
 
 #: What :meth:`Feed.receive` returns when the channel subscription was (re)confirmed.
 SUBSCRIBED: Final = "subscribed"
+#: What :meth:`Feed.receive` returns once everything published before the last
+#: :meth:`Feed.position` or :meth:`Feed.mark` has been delivered (see service.snapshot_tail).
+CAUGHT_UP: Final = "caught-up"
 
 
 class Feed(Protocol):
@@ -26,7 +29,14 @@ class Feed(Protocol):
         ...
 
     async def position(self) -> tuple[int, int | None, str | None]:
-        """``({ns}:seq, {ns}:epoch, {ns}:term)`` now (0, None, None when unset); FeedLost."""
+        """``({ns}:seq, {ns}:epoch, {ns}:term)`` now (0, None, None when unset); FeedLost.
+
+        Also marks the point: :data:`CAUGHT_UP` follows once the subscription delivered
+        everything published before it (a feed that cannot tell never sends it)."""
+        ...
+
+    async def mark(self) -> None:
+        """Mark the point now (as :meth:`position` does, without reading); FeedLost."""
         ...
 
     async def close(self) -> None:

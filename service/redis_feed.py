@@ -15,19 +15,38 @@ it turns every one of them into something the subscriber's rules handle:
   (:class:`~shared.sentinel_watching.SwitchWatch`): a promotion closes the connections at
   once, so the subscription moves to the new primary (and is read as a resubscription)
   instead of listening to a demoted one until Sentinel reconfigures it.
+
+The subscription may run on another client than the counters (``subscribe_via``, built
+from ``SCC_REDIS_SUBSCRIBE_URL``): a Redis replica, where PUBLISH arrives through
+replication. ``{ns}:seq`` is read on the primary all the same -- the start-up protocol
+needs the primary's counter, read after the replica confirmed the subscription (see
+:mod:`service.snapshot_tail` for why lag keeps it correct). A replica subscription moves
+by itself: redis-py reconnects through the pool, which picks the next replica (or the
+master), and Sentinel kills the pub/sub clients of every node it reconfigures; either way
+the subscriber sees a resubscription.
+
+*Catch-up marker*: :meth:`RedisFeed.position` reads the counters, then PUBLISHes a token
+on this replica's own channel (``Keys.catch_up``) on the primary -- sent after the read's
+reply, so executed after the read -- and the subscription listens on that channel too.
+PUBLISH travels the replication stream in the primary's order, so when the token arrives
+(:data:`CAUGHT_UP`) every message published before the read has arrived: the end of the
+late tail (:mod:`service.snapshot_tail`). Two commands, not a MULTI/EXEC, so it works the
+same on every client (a cluster takes no keyless command in a transaction).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import secrets
 from typing import Any
 
 import redis.asyncio as aioredis
 import structlog
 
 from service.errors import FeedLost
-from service.feed import SUBSCRIBED
-from shared.channels import next_message, subscribe
+from service.feed import CAUGHT_UP, SUBSCRIBED
+from shared.channels import next_message, publish, subscribe
 from shared.clients import REDIS_DOWN_ERRORS, SentinelRedis
 from shared.keys import Keys
 from shared.sentinel_watching import SwitchWatch, stop_watch
@@ -40,8 +59,22 @@ SENTINEL_RETRY_S = 0.05
 class RedisFeed:
     """Subscription to ``{ns}:invalidations`` plus reads of ``{ns}:seq`` / ``{ns}:epoch``."""
 
-    def __init__(self, redis: aioredis.Redis, keys: Keys, *, confirm_timeout_s: float) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        keys: Keys,
+        *,
+        confirm_timeout_s: float,
+        subscribe_via: aioredis.Redis | None = None,
+        instance_id: str | None = None,
+    ) -> None:
+        """``subscribe_via``: the client to subscribe through (default ``redis``, the primary);
+        ``instance_id`` names the catch-up channel (default: a random name)."""
         self._redis = redis
+        self._subscribe_via = redis if subscribe_via is None else subscribe_via
+        self._marker_channel = keys.catch_up(instance_id or secrets.token_hex(6))
+        self._marks = itertools.count(1)
+        self._marked = ""
         self._keys = keys
         self._confirm_timeout_s = confirm_timeout_s
         self._pubsub: Any = None  # redis.asyncio.client.PubSub (untyped in redis-py)
@@ -77,16 +110,18 @@ class RedisFeed:
             await asyncio.sleep(SENTINEL_RETRY_S)
 
     async def _subscribe(self, within_s: float) -> None:
-        pubsub = self._redis.pubsub()
+        pubsub = self._subscribe_via.pubsub()
         self._pubsub = pubsub
         channel = self._keys.invalidations
         try:
             async with asyncio.timeout(within_s):
-                await subscribe(self._redis, pubsub, channel)
-                while True:
+                await subscribe(self._redis, pubsub, channel, self._marker_channel)
+                confirmed = 0
+                while confirmed < 2:
                     reply = await next_message(self._redis, pubsub, wait_s=within_s)
                     if reply is not None and reply.get("type") == "subscribe":
-                        return
+                        confirmed += 1
+                return
         except TimeoutError as e:
             raise FeedLost(
                 f"redis did not confirm SUBSCRIBE {channel} within {within_s:.2f}s"
@@ -105,25 +140,44 @@ class RedisFeed:
         if reply is None:
             return None
         kind = reply.get("type")
+        if kind == "message" and _text(reply.get("channel")) == self._marker_channel:
+            return CAUGHT_UP if _text(reply.get("data")) == self._marked else None
         if kind == "message":
             data = reply.get("data")
             if isinstance(data, str):  # a client built with decode_responses=True
                 return data.encode()
             return data if isinstance(data, bytes) else None
-        if kind == "subscribe":
+        if kind == "subscribe" and _text(reply.get("channel")) == self._keys.invalidations:
             return SUBSCRIBED
-        return None  # pong, unsubscribe: nothing for the subscriber
+        return None  # pong, unsubscribe, the marker channel's own confirmation
 
     async def position(self) -> tuple[int, int | None, str | None]:
-        """``({ns}:seq or 0, {ns}:epoch or None, {ns}:term or None)``, in one MGET."""
+        """``({ns}:seq or 0, {ns}:epoch or None, {ns}:term or None)``, in one MGET, then the
+        catch-up marker published on the primary (executed after the read there)."""
         keys = self._keys
         try:
             raw_seq, raw_epoch, raw_term = await self._redis.mget([keys.seq, keys.epoch, keys.term])
         except REDIS_DOWN_ERRORS as e:
             raise FeedLost(f"cannot read {keys.seq}: {e}") from e
+        try:
+            await self.mark()
+        except FeedLost as e:  # the tail then ends by its window instead
+            log.warning("catch-up marker not published", error=str(e))
         seq = _as_int(raw_seq, keys.seq)
         term = raw_term.decode(errors="replace") if isinstance(raw_term, bytes) else raw_term
         return (seq or 0), _as_int(raw_epoch, keys.epoch), term
+
+    async def mark(self) -> None:
+        """Publish a new catch-up marker on the primary (after a resubscription)."""
+        token = self._next_mark()
+        try:
+            await publish(self._redis, self._marker_channel, token)
+        except REDIS_DOWN_ERRORS as e:
+            raise FeedLost(f"cannot publish on {self._marker_channel}: {e}") from e
+
+    def _next_mark(self) -> str:
+        self._marked = str(next(self._marks))
+        return self._marked
 
     async def close(self) -> None:
         """Drop the subscription and its connection (and the switch watch); never raises."""
@@ -146,6 +200,10 @@ class RedisFeed:
 def _report_end(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("sentinel switch watch died", error=repr(task.exception()))
+
+
+def _text(raw: Any) -> str:
+    return raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
 
 
 def _as_int(raw: Any, key: str) -> int | None:

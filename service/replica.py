@@ -36,7 +36,7 @@ from service.storing import ConfigStore, MongoConfigStore
 from service.subscribing import Subscriber
 from service.supervising import Supervisor
 from shared import __version__
-from shared.clients import make_mongo, make_redis
+from shared.clients import make_mongo, make_redis, make_subscribe_redis
 from shared.keys import Keys
 from shared.settings import Settings
 from shared.status import ReplicaStatus
@@ -158,6 +158,11 @@ async def run_replica(
     async with AsyncExitStack() as stack:
         redis = make_redis(settings.redis, client_name=f"scc-replica:{instance_id}")
         stack.push_async_callback(redis.aclose)
+        subscribe_via = make_subscribe_redis(
+            settings.redis, client_name=f"scc-replica-sub:{instance_id}", spread_key=instance_id
+        )
+        if subscribe_via is not None:
+            stack.push_async_callback(subscribe_via.aclose)
         if store is None:
             mongo = make_mongo(settings.mongo, appname=f"scc-replica:{instance_id}")
             stack.push_async_callback(mongo.close)
@@ -174,7 +179,14 @@ async def run_replica(
         hmac_key = settings.security.message_hmac_key
         heartbeat_s = timing.heartbeat_interval_ms / 1000
         subscriber = Subscriber(
-            feed=feed or RedisFeed(redis, keys, confirm_timeout_s=max(1.0, 3 * heartbeat_s)),
+            feed=feed
+            or RedisFeed(
+                redis,
+                keys,
+                confirm_timeout_s=max(1.0, 3 * heartbeat_s),
+                subscribe_via=subscribe_via,
+                instance_id=instance_id,
+            ),
             store=store,
             cache=cache,
             key_field=settings.mongo.key_field,

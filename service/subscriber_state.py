@@ -50,6 +50,9 @@ class SubscriberState:
         default_factory=lambda: dict.fromkeys(sorted(MESSAGE_ERROR_REASONS), 0)
     )
     duplicates: int = 0
+    #: Messages that arrived after a load or resubscription but were published before its
+    #: starting point (a lagging Redis replica): covered by the cache, ignored.
+    tail_covered: int = 0
     #: Full reloads completed after the first load.
     reloads: int = 0
     #: Times the subscription was opened again without a reload (silence, reconnect).

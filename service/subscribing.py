@@ -8,7 +8,9 @@ DESIGN.md rule 2:
 2. read ``{ns}:seq``, ``{ns}:epoch`` and ``{ns}:term`` as the starting position;
 3. load the whole collection (majority read, after taking the majority read time as the
    snapshot's cluster-time floor) while buffering incoming messages;
-4. replay buffered messages after the starting seq onto the new snapshot, then swap it in.
+4. replay buffered messages after the starting seq onto the new snapshot, then swap it in;
+   late copies of messages from before the starting seq (a subscription on a lagging
+   Redis replica) are ignored until the stream caught up (:mod:`service.snapshot_tail`).
 
 Then every message goes through :func:`service.sequencing.decide` (apply, duplicate,
 confirm, or reload and why) and :class:`service.applying.Applier` (never backwards per
@@ -43,10 +45,11 @@ import structlog
 from service.applying import Applier, collection_paused
 from service.caching import ConfigCache
 from service.errors import FeedLost, ResyncRequired, StoreError
-from service.feed import SUBSCRIBED, Feed
+from service.feed import CAUGHT_UP, SUBSCRIBED, Feed
 from service.loading import load_buffering
 from service.sequencing import Position, Sequencer, Verdict, digest
 from service.snapshot import Snapshot
+from service.snapshot_tail import SnapshotTail
 from service.storing import ConfigStore
 from service.subscriber_state import (
     MAX_BACKOFF_S,
@@ -105,6 +108,8 @@ class Subscriber:
         self._quiet_since = clock()
         self._silent_streak = 0
         self._bad_budget = BadMessageBudget()
+        #: Messages from before the position a load or resubscription started at.
+        self._tail: SnapshotTail | None = None
 
     @property
     def ready(self) -> bool:
@@ -186,7 +191,7 @@ class Subscriber:
         )
         while (left := deadline - self._clock()) > 0:
             item = await self._feed.receive(left)
-            if item is None or item == SUBSCRIBED:
+            if item is None or item in (SUBSCRIBED, CAUGHT_UP):
                 continue  # the reload that follows covers whatever a resubscription lost
             batch = self._decode_or_none(item)
             if batch is not None:
@@ -202,6 +207,7 @@ class Subscriber:
         self.state.subscribed = True
         if reopened:
             self.state.resubscriptions += 1
+            await self._open_tail()
         if not self.state.redis_ok:
             log.info("redis reachable again; subscription confirmed")
         self.state.redis_ok = True
@@ -235,6 +241,7 @@ class Subscriber:
         was_warm = self._cache.warmed
         try:
             s0, e0, t0 = await self._feed.position()
+            self._tail = self._new_tail(Position(seq=s0, epoch=e0, term=t0))
             started, t_start = self._clock(), time.perf_counter()
             floor = await self._store.read_time()
             docs, buffered = await load_buffering(
@@ -242,6 +249,7 @@ class Subscriber:
             )
             snapshot, skipped = Snapshot.build(docs, key_field=self._key_field, floor=floor)
             self._seq.reset(Position(seq=s0, epoch=e0, term=t0))
+            self._tail.opened_at = self._clock()  # its window counts from the swap
             replayed = 0
             for raw, batch in buffered:
                 if batch.last.seq > s0:  # older ones are already in the load
@@ -272,6 +280,9 @@ class Subscriber:
 
     def _buffer_one(self, raw: bytes | str) -> Batch | None:
         """A message received while loading: decoded, applied to the serving cache at once."""
+        if raw == CAUGHT_UP:
+            self._caught_up()
+            return None
         batch = self._decode_or_none(raw)
         if batch is not None:
             self._alive(batch)
@@ -305,6 +316,10 @@ class Subscriber:
                 # heartbeat (it carries the current seq) tells. Until then: unconfirmed.
                 self.state.resubscriptions += 1
                 self._set_active(False)
+                await self._open_tail()
+                continue
+            if item == CAUGHT_UP:
+                self._caught_up()
                 continue
             with collection_paused():
                 batch = self._decode_or_none(item)
@@ -353,6 +368,10 @@ class Subscriber:
         """Decide on the message's seq range (see :mod:`service.sequencing`); apply what is
         new in it (all of a batch in one step: :meth:`Applier.apply_batch`); how many."""
         head = batch.first
+        if self._tail is not None and self._tail.covers(batch.last, self._clock()):
+            self.state.tail_covered += len(batch)
+            log.debug("message from before the starting point ignored", seq=batch.last.seq)
+            return 0
         body = None if head.kind == "heartbeat" else digest(raw)
         decision = self._seq.decide_batch(batch, body)
         if decision.verdict is Verdict.RESYNC:
@@ -387,7 +406,9 @@ class Subscriber:
     def _confirmed(self, heartbeat: Message, snapshot: Snapshot | None) -> None:
         """A heartbeat at our seq: current as of ``behind`` seconds before it was sent (a
         replaying watcher trails real time), plus however long it took to reach us (a
-        starved process or a slow Redis); live only while that is well inside the bound."""
+        starved process, a slow Redis, or replication lag when subscribed on a Redis
+        replica: measured from the watcher's ``published_at``, lag counts as age); live
+        only while that is well inside the bound."""
         if snapshot is not None or self.state.pending_resync is not None:
             return
         in_transit = (
@@ -397,6 +418,26 @@ class Subscriber:
         self.state.behind_s = age
         self._cache.mark_fresh(age)
         self._set_active(age <= self._cache.max_staleness_s / 2)
+
+    async def _open_tail(self) -> None:
+        """After a resubscription: ignore late copies of what the cache already reflects
+        (see service.snapshot_tail) until the marker published now arrives."""
+        self._tail = self._new_tail(self._seq.position)
+        try:
+            await self._feed.mark()
+        except FeedLost as e:  # the primary, not the subscription: the window ends the tail
+            log.warning("catch-up marker not published", error=str(e))
+
+    def _new_tail(self, position: Position) -> SnapshotTail:
+        window = 3 * self._heartbeat_s
+        return SnapshotTail(
+            s0=position.seq, term=position.term, opened_at=self._clock(), window_s=window
+        )
+
+    def _caught_up(self) -> None:
+        if self._tail is not None and not self._tail.closed:
+            self._tail.close()
+            log.debug("subscription caught up with the starting point", covered=self._tail.covered)
 
     def _publish_position(self) -> None:
         pos = self._seq.position

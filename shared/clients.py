@@ -6,12 +6,18 @@ read by ``find`` equals the same document decoded from a message (see
 :mod:`shared.messages`). Redis: redis-py's asyncio client with bounded
 connect/read timeouts, so a dead or hung Redis surfaces as an error instead of a hang; a
 ``redis+sentinel://`` URL gives a client that follows the group's primary through failovers.
+:func:`make_subscribe_redis` builds the client a service replica subscribes through when
+``SCC_REDIS_SUBSCRIBE_URL`` is set -- with ``?role=replica``, one of the master's replicas,
+picked so that a fleet spreads over them (:class:`SpreadReplicaPool`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import re
 import time
+from collections.abc import AsyncIterator
 from typing import Any, Final
 
 import redis.asyncio as aioredis
@@ -25,6 +31,7 @@ from redis.asyncio.sentinel import (
     Sentinel,
     SentinelConnectionPool,
     SentinelManagedConnection,
+    SlaveNotFoundError,
 )
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisError
@@ -39,6 +46,8 @@ from shared.settings import MongoSettings, RedisSettings
 #: <TCPTransport closed=True ...>" from inside redis-py. Adapters catch exactly these.
 REDIS_DOWN_ERRORS: Final = (RedisError, OSError, RuntimeError)
 
+#: A trailing ``-<number>`` of an instance id (see :func:`spread_index`).
+_ORDINAL: Final = re.compile(r"-(\d+)$")
 #: Reconnect attempts of a Sentinel client's command before the error reaches the caller.
 SENTINEL_RETRIES: Final = 3
 #: How long, after a switch, the demoted primary is refused even if a sentinel names it.
@@ -172,6 +181,54 @@ class FollowingPool(SentinelConnectionPool):
         return address
 
 
+class SpreadReplicaPool(SentinelConnectionPool):
+    """A Sentinel pool of the master's *replicas* that spreads a fleet over them.
+
+    redis-py's replica pool starts its round robin at a random index of the list the first
+    sentinel that answers returns (in that sentinel's own order). This one sorts the list
+    (every process sees the same order) and starts at :attr:`spread_index` -- derived from
+    the instance id (:func:`spread_index`) -- so a fleet divides itself over the replicas
+    evenly in expectation and each process keeps its choice across restarts. Every
+    (re)connect goes on round-robin from the replica used last, skipping those that refuse,
+    and falls back to the master when no replica is reachable (reading pub/sub from a
+    master is fine): a subscription whose replica went away, was restarted or reconfigured
+    (Sentinel kills a reconfigured node's pub/sub clients) moves to another node, and so
+    does one on a replica that answers but has lost its primary (the subscriber reopens a
+    silent subscription, and the reconnect takes the next replica).
+    """
+
+    spread_index: int = 0
+
+    async def rotate_slaves(self) -> AsyncIterator[Any]:
+        """The replicas from :attr:`spread_index` on, then the master; SlaveNotFoundError."""
+        found = await self.sentinel_manager.discover_slaves(self.service_name)
+        replicas = sorted((str(host), int(port)) for host, port in found)
+        if replicas:
+            if self.slave_rr_counter is None:
+                self.slave_rr_counter = (self.spread_index - 1) % len(replicas)
+            for _ in range(len(replicas)):
+                self.slave_rr_counter = (self.slave_rr_counter + 1) % len(replicas)
+                yield replicas[self.slave_rr_counter]
+        try:
+            yield await self.get_master_address()  # type: ignore[no-untyped-call]
+        except MasterNotFoundError:
+            pass
+        raise SlaveNotFoundError(f"no replica and no master found for {self.service_name!r}")
+
+
+def spread_index(instance_id: str) -> int:
+    """A stable number for ``instance_id`` (the same in every process and run).
+
+    An ordinal suffix (``scc-service-0``, ``r-2``: StatefulSet pods, numbered fleets) is
+    the number itself, so consecutive instances take consecutive replicas; any other id is
+    hashed (an even spread in expectation: Deployment pods, host-pid ids).
+    """
+    ordinal = _ORDINAL.search(instance_id)
+    if ordinal is not None and len(ordinal.group(1)) <= 6:
+        return int(ordinal.group(1))
+    return int.from_bytes(hashlib.sha256(instance_id.encode()).digest()[:4], "big")
+
+
 class SentinelRedis(aioredis.Redis):
     """A client of the primary a Sentinel group names; closing it closes the sentinel clients.
 
@@ -244,5 +301,46 @@ def make_redis(
         ssl=target.tls,
         **options,
     )
+    client.sentinels, client.master_name = sentinel, target.master
+    return client
+
+
+def make_subscribe_redis(
+    settings: RedisSettings, *, client_name: str, spread_key: str, socket_timeout: float = 5.0
+) -> aioredis.Redis | None:
+    """The client to subscribe through when ``SCC_REDIS_SUBSCRIBE_URL`` is set, else None.
+
+    A plain URL or a ``?role=master`` Sentinel URL gives the same client as
+    :func:`make_redis`; ``?role=replica`` a :class:`SentinelRedis` whose pool
+    (:class:`SpreadReplicaPool`) picks one of the master's replicas, spread by
+    ``spread_key`` (the instance id). Only subscriptions may use it: replicas refuse writes.
+    """
+    if settings.subscribe_url is None:
+        return None
+    url = settings.subscribe_url
+    own = settings.model_copy(update={"url": url})
+    target = parse_redis_url(url.get_secret_value())
+    if target is None or target.role == "master":
+        return make_redis(own, client_name=client_name, socket_timeout=socket_timeout)
+    group = make_sentinel(own, client_name=client_name, socket_timeout=socket_timeout)
+    assert group is not None
+    sentinel, _ = group
+    client: SentinelRedis = sentinel.slave_for(
+        target.master,
+        redis_class=SentinelRedis,
+        connection_pool_class=SpreadReplicaPool,
+        db=target.db,
+        username=target.username,
+        password=target.password,
+        ssl=target.tls,
+        socket_connect_timeout=min(socket_timeout, 2.0),
+        socket_timeout=socket_timeout,
+        client_name=client_name,
+        decode_responses=False,
+        retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), SENTINEL_RETRIES),
+    )
+    pool = client.connection_pool
+    assert isinstance(pool, SpreadReplicaPool)
+    pool.spread_index = spread_index(spread_key)
     client.sentinels, client.master_name = sentinel, target.master
     return client

@@ -85,6 +85,12 @@ class Keys:
         """Hash with a ttl: one replica's cache size, last seq, warmed-at, last message."""
         return f"{self.prefix}replica:{instance_id}"
 
+    def catch_up(self, instance_id: str) -> str:
+        """Pub/sub channel: one replica's own marker, published on the primary right after it
+        read ``seq``, so its arrival on the subscription shows everything before has too."""
+        # Derived from the channel it follows, so it shares that name's prefix (and slot).
+        return f"{self.invalidations}:catch-up:{instance_id}"
+
     @property
     def watcher_pattern(self) -> str:
         """SCAN pattern matching every watcher heartbeat key of this namespace."""

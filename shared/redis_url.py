@@ -19,6 +19,10 @@ learns the rest from ``CLUSTER SLOTS``)::
 
 It takes no database (a cluster has only database 0) and no query; a port may be left
 out (6379). :func:`parse_cluster_url` reads it; :func:`parse_redis_url` only checks it.
+The only query a Sentinel URL takes is ``?role=master`` (the default) or ``?role=replica``:
+the second names one of the master's replicas instead of the master itself, which only a
+*subscription* can use (``SCC_REDIS_SUBSCRIBE_URL``: PUBLISH reaches replicas through
+replication); writes always go to the master.
 
 Invariant: :func:`parse_redis_url` either returns a complete :class:`SentinelTarget`
 (at least one sentinel, a master name, a database index) or raises ``ValueError`` whose
@@ -38,6 +42,8 @@ DEFAULT_SENTINEL_PORT = 26379
 #: Schemes that name a Redis Cluster by its startup nodes (TLS for the second).
 CLUSTER_SCHEMES = frozenset({"redis+cluster", "rediss+cluster"})
 DEFAULT_CLUSTER_PORT = 6379
+#: What ``?role=`` of a Sentinel URL may say: the master, or one of its replicas.
+SENTINEL_ROLES = ("master", "replica")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +56,8 @@ class SentinelTarget:
     username: str | None = None
     password: str | None = None
     tls: bool = False
+    #: ``master`` (the default) or ``replica`` (``?role=replica``: subscriptions only).
+    role: str = "master"
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,8 +119,7 @@ def parse_redis_url(url: str) -> SentinelTarget | None:
             "rediss+sentinel://, redis+cluster:// or rediss+cluster://"
         )
     rest = url.split("://", 1)[1]
-    if "?" in rest or "#" in rest:
-        raise ValueError("a redis+sentinel URL takes no ?query or #fragment")
+    rest, role = _sentinel_query(rest)
     authority, _, path = rest.partition("/")
     userinfo, at, hostlist = authority.rpartition("@")
     username, password = _userinfo(userinfo) if at else (None, None)
@@ -124,7 +131,22 @@ def parse_redis_url(url: str) -> SentinelTarget | None:
         username=username,
         password=password,
         tls=scheme == "rediss+sentinel",
+        role=role,
     )
+
+
+def _sentinel_query(rest: str) -> tuple[str, str]:
+    """``rest`` without its query, and the role the query names (``master`` if none)."""
+    if "#" in rest:
+        raise ValueError("a redis+sentinel URL takes no #fragment")
+    rest, mark, query = rest.partition("?")
+    if not mark:
+        return rest, "master"
+    name, equals, value = query.partition("=")
+    if name != "role" or not equals or value not in SENTINEL_ROLES:
+        # The query is not echoed: an unencoded '?' in a password would put part of it there.
+        raise ValueError("a redis+sentinel URL takes no ?query but ?role=master or ?role=replica")
+    return rest, value
 
 
 def _userinfo(userinfo: str) -> tuple[str | None, str | None]:

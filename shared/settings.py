@@ -86,6 +86,15 @@ class RedisSettings(_Group):
     )
     """Password of the sentinels themselves (Sentinel URLs only; the URL's own is the primary's)."""
 
+    subscribe_url: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("SCC_REDIS_SUBSCRIBE_URL", "subscribe_url"),
+    )
+    """Where service replicas subscribe to the invalidation channel (default: ``SCC_REDIS_URL``):
+    typically a Redis replica (PUBLISH arrives there through replication), or a Sentinel
+    group with ``?role=replica`` to pick one of the master's replicas. Seq reads, heartbeat
+    hashes and events stay on ``SCC_REDIS_URL``."""
+
     namespace: str = Field(
         default="scc", validation_alias=AliasChoices("SCC_NAMESPACE", "namespace")
     )
@@ -94,8 +103,30 @@ class RedisSettings(_Group):
     @field_validator("url")
     @classmethod
     def _redis_scheme(cls, value: SecretStr) -> SecretStr:
-        parse_redis_url(value.get_secret_value())  # ValueError names the bad part
+        target = parse_redis_url(value.get_secret_value())  # ValueError names the bad part
+        if target is not None and target.role != "master":
+            raise ValueError(
+                "?role=replica cannot take writes; use it in SCC_REDIS_SUBSCRIBE_URL only"
+            )
         return value
+
+    @field_validator("subscribe_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        # A chart or compose file that leaves the variable empty means "not set".
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("subscribe_url")
+    @classmethod
+    def _subscribe_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_redis_url(value.get_secret_value())  # ValueError names the bad part
+        return value
+
+    @property
+    def subscribe_target(self) -> SecretStr:
+        """The URL the invalidation channel is subscribed through (``url`` unless set)."""
+        return self.url if self.subscribe_url is None else self.subscribe_url
 
     @field_validator("namespace")
     @classmethod

@@ -202,6 +202,8 @@ def test_the_sentinel_profile_reaches_redis_only_through_sentinel(
         env = _environment(services[name])
         assert env["SCC_REDIS_URL"].startswith("redis+sentinel://sentinel-1:26379,"), name
         assert_settings_load(env, monkeypatch)
+    subscribe = _environment(services["service-ha-1"])["SCC_REDIS_SUBSCRIBE_URL"]
+    assert subscribe.startswith("redis+sentinel://") and subscribe.endswith("?role=replica")
 
 
 def test_redis_keeps_an_fsynced_append_only_file_on_a_volume(compose: dict[str, Any]) -> None:

@@ -317,7 +317,12 @@ def test_settings_are_real_variables_split_by_secrecy(
     """ConfigMap and Secret keys are SCC_* settings; secrets only in the Secret; they load."""
     variables = scc_variables()
     docs = render(
-        secrets={"messageHmacKey": "x" * 32, "ingestToken": "y" * 24, "redisSentinelPassword": "z"}
+        secrets={
+            "messageHmacKey": "x" * 32,
+            "ingestToken": "y" * 24,
+            "redisSentinelPassword": "z",
+            "redisSubscribeUrl": "redis://redis-replica:6379/0",
+        }
     )
     config = one(docs, "ConfigMap")["data"]
     secret = one(docs, "Secret")["stringData"]

@@ -33,10 +33,14 @@ def test_a_sentinel_url_and_password_reach_the_secret_and_load(
     assert target is not None and target.master == "mymaster" and len(target.sentinels) == 3
     monkeypatch.setenv("SCC_REDIS_URL", data["SCC_REDIS_URL"])
     monkeypatch.setenv("SCC_REDIS_SENTINEL_PASSWORD", data["SCC_REDIS_SENTINEL_PASSWORD"])
+    monkeypatch.setenv("SCC_REDIS_SUBSCRIBE_URL", data["SCC_REDIS_SUBSCRIBE_URL"])
     settings = load_group(RedisSettings)
     assert settings.sentinel_password is not None
+    subscribe = parse_redis_url(settings.subscribe_target.get_secret_value())
+    assert subscribe is not None and subscribe.role == "replica"
 
 
 def test_without_a_sentinel_password_the_secret_has_no_such_key() -> None:
-    """The default values render no SCC_REDIS_SENTINEL_PASSWORD."""
-    assert "SCC_REDIS_SENTINEL_PASSWORD" not in _secret_data(one(render(), "Secret"))
+    """The default values render no SCC_REDIS_SENTINEL_PASSWORD and no SCC_REDIS_SUBSCRIBE_URL."""
+    data = _secret_data(one(render(), "Secret"))
+    assert "SCC_REDIS_SENTINEL_PASSWORD" not in data and "SCC_REDIS_SUBSCRIBE_URL" not in data

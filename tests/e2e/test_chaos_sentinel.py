@@ -37,3 +37,11 @@ def test_primary_cut_off_from_replicas_and_sentinels_elects_nobody_new(tmp_path:
     """Replicas and sentinels frozen: no new lease is confirmed; healed, caches stay exact."""
     result = run("sentinel-partition", tmp_path)
     assert "epoch_before_during" in result.notes
+
+
+@e2e
+@pytest.mark.timeout(180)
+def test_subscribers_on_redis_replicas_survive_a_replica_restart(tmp_path: Path) -> None:
+    """Subscriptions on Redis replicas; the busiest one restarted mid-burst: caches stay exact."""
+    result = run("replica-subscribers", tmp_path)
+    assert result.notes["moved"] >= 1

@@ -28,6 +28,7 @@ from tests.chaos.scenarios import (
     redis_outage,
     redis_restart,
     redis_tail_loss,
+    replica_subscribers,
     sentinel_kill,
     sentinel_partition,
     sentinel_switch,
@@ -66,6 +67,7 @@ SCENARIOS: tuple[Scenario, ...] = tuple(
         sentinel_switch,
         cluster_failover,
         sentinel_partition,
+        replica_subscribers,
     )
 )
 BY_NAME: dict[str, Scenario] = {s.name: s for s in SCENARIOS}

@@ -165,12 +165,17 @@ async def wait_for(
 
 
 def replica_settings(
-    redis_url: str, mongo_uri: str, *, hmac_key: str | None = None, **timing: Any
+    redis_url: str,
+    mongo_uri: str,
+    *,
+    hmac_key: str | None = None,
+    subscribe_url: str | None = None,
+    **timing: Any,
 ) -> Settings:
     """Settings for a test replica: short heartbeat, no resync jitter, own namespace."""
     return load_settings(
         mongo={"uri": mongo_uri, "database": DB, "collection": COLLECTION, "timeout_ms": 3000},
-        redis={"url": redis_url, "namespace": "scc-test"},
+        redis={"url": redis_url, "namespace": "scc-test", "subscribe_url": subscribe_url},
         timing={"heartbeat_interval_ms": HEARTBEAT_MS, "resync_jitter_ms": 0, **timing},
         http={"host": "127.0.0.1", "port": 0},
         security={"message_hmac_key": hmac_key},
@@ -186,10 +191,15 @@ async def replica_rig(
     hmac_key: str | None = None,
     heartbeats: bool = True,
     wait_ready: bool = True,
+    subscribe_url: str | None = None,
     **timing: Any,
 ) -> AsyncIterator[Rig]:
-    """Start the app's lifespan (and a heartbeating leader); stop everything on exit."""
-    settings = replica_settings(redis_url, double.uri, hmac_key=hmac_key, **timing)
+    """Start the app's lifespan (and a heartbeating leader); stop everything on exit.
+
+    ``subscribe_url``: where the replica subscribes (``SCC_REDIS_SUBSCRIBE_URL``)."""
+    settings = replica_settings(
+        redis_url, double.uri, hmac_key=hmac_key, subscribe_url=subscribe_url, **timing
+    )
     keys = Keys(settings.redis.namespace)
     app = create_app(settings=settings)
     redis = aioredis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=1)

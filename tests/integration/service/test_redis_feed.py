@@ -9,7 +9,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from service.errors import FeedLost
-from service.feed import SUBSCRIBED
+from service.feed import CAUGHT_UP, SUBSCRIBED
 from service.redis_feed import RedisFeed
 from shared.keys import Keys
 from tests.support.redis_server import RedisServer
@@ -113,4 +113,21 @@ async def test_hung_redis_fails_open_within_the_deadline(
                 await feed.open()
     finally:
         redis_server.resume()
+        await feed.close()
+
+
+async def test_position_is_followed_by_the_catch_up_marker_after_earlier_messages(
+    client: aioredis.Redis,
+) -> None:
+    """A message published before position() arrives first, then CAUGHT_UP for the last read."""
+    feed = RedisFeed(client, KEYS, confirm_timeout_s=2, instance_id="r-9")
+    try:
+        await feed.open()
+        await client.publish(KEYS.invalidations, b"before")
+        await feed.position()
+        await feed.position()  # only the newest marker counts
+        assert await next_item(feed) == b"before"
+        assert await next_item(feed) == CAUGHT_UP
+        assert await feed.receive(0.05) is None
+    finally:
         await feed.close()

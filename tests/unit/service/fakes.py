@@ -106,6 +106,7 @@ class ScriptedFeed:
         self.opens = 0
         self.closes = 0
         self.open_failures: deque[FeedLost] = deque()
+        self.marks = 0
 
     def push(self, *items: bytes | str | FeedLost) -> None:
         self.items.extend(items)
@@ -137,6 +138,9 @@ class ScriptedFeed:
 
     async def position(self) -> tuple[int, int | None, str | None]:
         return self.seq, self.epoch, self.term
+
+    async def mark(self) -> None:
+        self.marks += 1
 
     async def close(self) -> None:
         self.closes += 1

@@ -22,15 +22,14 @@ class BrokenPubSub:
 
     def __init__(self, error: BaseException) -> None:
         self.error = error
-        self.confirmed = False
+        self.unconfirmed: list[str] = []
 
-    async def subscribe(self, channel: str) -> None:
-        return None
+    async def subscribe(self, *channels: str) -> None:
+        self.unconfirmed = list(channels)
 
     async def get_message(self, timeout: float) -> dict[str, Any] | None:  # noqa: ASYNC109 - mirrors redis-py
-        if not self.confirmed:
-            self.confirmed = True
-            return {"type": "subscribe"}
+        if self.unconfirmed:
+            return {"type": "subscribe", "channel": self.unconfirmed.pop(0).encode()}
         raise self.error
 
     async def aclose(self) -> None:
@@ -49,6 +48,9 @@ class BrokenRedis:
     async def mget(self, *keys: str) -> list[Any]:
         raise self.error
 
+    async def publish(self, channel: str, message: str) -> int:
+        raise self.error
+
 
 @pytest.mark.parametrize("error", [CLOSED_TRANSPORT, RedisConnectionError("reset"), OSError(104)])
 async def test_broken_connection_is_feed_lost(error: BaseException) -> None:
@@ -59,3 +61,18 @@ async def test_broken_connection_is_feed_lost(error: BaseException) -> None:
         await feed.receive(0.01)
     with pytest.raises(FeedLost):
         await feed.position()
+    with pytest.raises(FeedLost):
+        await feed.mark()
+
+
+class ReadOnlyRedis(BrokenRedis):
+    """Reads work; publishing (the catch-up marker) fails."""
+
+    async def mget(self, *keys: str) -> list[Any]:
+        return [b"7", b"2", b"t"]
+
+
+async def test_a_marker_that_cannot_be_published_does_not_fail_the_read() -> None:
+    """position() still answers when the marker PUBLISH fails (the tail's window ends it)."""
+    feed = RedisFeed(ReadOnlyRedis(OSError(104)), Keys("t"), confirm_timeout_s=1.0)  # type: ignore[arg-type]
+    assert await feed.position() == (7, 2, "t")

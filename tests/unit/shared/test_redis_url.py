@@ -100,7 +100,10 @@ def test_a_port_left_out_is_sentinels_default() -> None:
         ("redis+sentinel://[::1/m", "not [ipv6]:port"),
         ("redis+sentinel://h:1/m/one", "database 'one'"),
         ("redis+sentinel://h:1/m/1/2", "database '1/2'"),
-        ("redis+sentinel://h:1/m?db=2", "no ?query"),
+        ("redis+sentinel://h:1/m?db=2", "no ?query but ?role=master or ?role=replica"),
+        ("redis+sentinel://h:1/m?role=slave", "no ?query but ?role="),
+        ("redis+sentinel://h:1/m?role=replica&x=1", "no ?query but ?role="),
+        ("redis+sentinel://h:1/m#frag", "no #fragment"),
     ],
 )
 def test_malformed_urls_name_the_bad_part(url: str, names: str) -> None:
@@ -134,3 +137,52 @@ def test_settings_accept_a_sentinel_url_and_its_password() -> None:
         sentinels=(("h1", 26379), ("h2", 26380)), master="mymaster", db=2, tls=True
     )
     assert settings.sentinel_password is not None
+
+
+def test_role_query_names_master_or_replica() -> None:
+    """``?role=replica`` / ``?role=master`` parse into the target's role (master by default)."""
+    assert parse_redis_url("redis+sentinel://h:1/m/2?role=replica") == SentinelTarget(
+        sentinels=(("h", 1),), master="m", db=2, role="replica"
+    )
+    target = parse_redis_url("redis+sentinel://h:1/m?role=master")
+    assert target is not None and target.role == "master"
+    target = parse_redis_url("redis+sentinel://h:1/m")
+    assert target is not None and target.role == "master"
+
+
+def test_a_bad_query_never_shows_a_password_with_a_question_mark() -> None:
+    """An unencoded '?' in the password is reported without echoing what follows it."""
+    with pytest.raises(ValueError) as info:
+        parse_redis_url("redis+sentinel://u:pa?ssw0rdZZ@h:1/m")
+    assert "ssw0rdZZ" not in str(info.value)
+
+
+def test_redis_url_rejects_role_replica_in_one_line() -> None:
+    """SCC_REDIS_URL takes writes, so ``?role=replica`` there fails at start, naming it."""
+    with pytest.raises(ConfigError) as info:
+        load_group(RedisSettings, url="redis+sentinel://h:1/m?role=replica")
+    text = str(info.value)
+    assert text.startswith("SCC_REDIS_URL: ") and "SCC_REDIS_SUBSCRIBE_URL" in text
+    assert "\n" not in text
+
+
+def test_subscribe_url_defaults_to_the_redis_url_and_is_validated() -> None:
+    """Unset (or empty) SCC_REDIS_SUBSCRIBE_URL means SCC_REDIS_URL; a bad one names itself."""
+    settings = load_group(RedisSettings, url="redis://p:1/0", subscribe_url="")
+    assert settings.subscribe_url is None
+    assert settings.subscribe_target.get_secret_value() == "redis://p:1/0"
+    replica = load_group(
+        RedisSettings, url="redis://p:1/0", subscribe_url="redis+sentinel://h:1/m?role=replica"
+    )
+    assert replica.subscribe_target.get_secret_value().endswith("?role=replica")
+    with pytest.raises(ConfigError) as info:
+        load_group(RedisSettings, subscribe_url="redis+sentinel://h:1/m?role=slave")
+    assert str(info.value).startswith("SCC_REDIS_SUBSCRIBE_URL: Value error, ")
+
+
+def test_spread_index_follows_an_ordinal_suffix_and_hashes_the_rest() -> None:
+    """Numbered instances take consecutive replicas; other ids get a stable hash."""
+    from shared.clients import spread_index
+
+    assert [spread_index(f"scc-service-{i}") % 2 for i in range(4)] == [0, 1, 0, 1]
+    assert spread_index("pod-abc") == spread_index("pod-abc") != spread_index("pod-abd")
