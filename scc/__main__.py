@@ -17,6 +17,7 @@ from scc import helptext
 from scc.commands import (
     dlq_command,
     inspect_command,
+    migrate_keys_command,
     replicas_command,
     resync_command,
     token_reset_command,
@@ -196,6 +197,21 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     dlq.add_argument("--count", type=_positive, default=20, help="how many (default 20)")
     dlq.add_argument("--json", action="store_true", help="as JSON")
+
+    migrate = _command(
+        sub, "migrate-keys", migrate_keys_command,
+        "Copy the keys of the layout before hash tags (ns:...) to {ns}:... .",
+        helptext.MIGRATE_KEYS,
+    )  # fmt: skip
+    migrate.add_argument("--dry-run", action="store_true", help="list what would be done")
+    migrate.add_argument(
+        "--force",
+        action="store_true",
+        help="replace new keys that differ from their old twins; run despite an old lease",
+    )
+    migrate.add_argument(
+        "--delete-old", action="store_true", help="delete each old key once copied"
+    )
     return parser
 
 

@@ -43,7 +43,9 @@ from scc.rendering import (
     write_json,
 )
 from scc.snapshot import Rules, Snapshot
-from shared.keys import Keys
+from shared import layout
+from shared.channels import sharded
+from shared.keys import Keys, LegacyKeys
 from shared.settings import RedisSettings, SecuritySettings, TimingSettings, load_group
 
 
@@ -99,7 +101,10 @@ def rules(args: argparse.Namespace) -> Rules:
 def _session(where: Target) -> Iterator[redis.Redis]:
     with translated_errors(where.url):
         client = open_redis(
-            where.url, timeout=where.timeout, sentinel_password=where.sentinel_password
+            where.url,
+            timeout=where.timeout,
+            sentinel_password=where.sentinel_password,
+            slot_key=where.keys.seq,
         )
         try:
             yield client
@@ -269,4 +274,40 @@ def dlq_command(args: argparse.Namespace, out: IO[str]) -> int:
         write_json(out, dlq)
     else:
         make_console(out).print(dlq_table(dlq))
+    return EXIT_OK
+
+
+def migrate_keys_command(args: argparse.Namespace, out: IO[str]) -> int:
+    """``scc migrate-keys``: copy the pre-hash-tag keys to the ``{ns}`` layout (shared.layout)."""
+    where = target(args)
+    console = make_console(out)
+    with _session(where) as client:
+        if sharded(client):
+            raise NotConfirmed(
+                "nothing to migrate in a Redis Cluster: the layout before {ns} hash tags "
+                "never ran on one (its scripts span slots); migrate on the old Redis"
+            )
+        holder = layout.old_lease(client, where.keys)
+        if holder is not None and args.dry_run:
+            console.print(Text(f"watcher {holder!r} holds the old lease: stop it first"))
+        elif holder is not None and not args.force:
+            raise NotConfirmed(
+                f"refusing: watcher {holder!r} still holds the old lease "
+                f"{LegacyKeys(where.keys.namespace).leader}; stop every watcher first (or --force)"
+            )
+        steps = layout.plan(client, where.keys)
+        conflicts = [s for s in steps if s.action == "conflict"]
+        if args.dry_run or not steps:
+            for step in steps:
+                console.print(Text(layout.describe(step)))
+            console.print(Text(f"{len(steps)} old-layout key(s) under {where.keys.namespace!r}"))
+            return EXIT_OK
+        if conflicts and not args.force:
+            names = ", ".join(s.new for s in conflicts[:3])
+            raise NotConfirmed(
+                f"refusing: {len(conflicts)} key(s) exist in both layouts with different "
+                f"values ({names}); nothing copied; --force replaces the new ones"
+            )
+        for line in layout.apply(client, steps, force=args.force, delete_old=args.delete_old):
+            console.print(Text(line))
     return EXIT_OK

@@ -16,10 +16,13 @@ from typing import Any, Final
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 import redis
+from redis.cluster import ClusterNode, RedisCluster
+from redis.crc import key_slot
+from redis.exceptions import RedisClusterException
 from redis.sentinel import Sentinel
 
 from scc.errors import RedisUnavailable
-from shared.redis_url import parse_redis_url
+from shared.redis_url import ClusterTarget, parse_cluster_url, parse_redis_url
 
 #: ``CLIENT SETNAME`` of the CLI's connection, so ``CLIENT LIST`` shows who is looking.
 CLIENT_NAME: Final = "scc-cli"
@@ -74,11 +77,15 @@ class SentinelClient(redis.Redis):
     master_name: str
 
 
-def open_redis(url: str, *, timeout: float, sentinel_password: str | None = None) -> redis.Redis:
+def open_redis(
+    url: str, *, timeout: float, sentinel_password: str | None = None, slot_key: str = ""
+) -> redis.Redis:
     """A synchronous client (bytes replies) whose connect and reads time out after ``timeout``.
 
     A ``redis+sentinel://`` URL gives a client of the group's current primary (asked of
-    the sentinels at connect; ``sentinel_password`` authenticates against them).
+    the sentinels at connect; ``sentinel_password`` authenticates against them); a
+    ``redis+cluster://`` URL gives a :class:`ShardClient` of the master that owns
+    ``slot_key``'s slot (any key of the namespace: they share one slot).
     """
     options: dict[str, Any] = {
         "socket_connect_timeout": timeout,
@@ -87,6 +94,9 @@ def open_redis(url: str, *, timeout: float, sentinel_password: str | None = None
         "decode_responses": False,
     }
     try:
+        cluster = parse_cluster_url(url)
+        if cluster is not None:
+            return _shard_client(cluster, slot_key or "{scc}", options)
         group = parse_redis_url(url)
         if group is None:
             return redis.Redis.from_url(url, **options)
@@ -114,6 +124,50 @@ def open_redis(url: str, *, timeout: float, sentinel_password: str | None = None
         **options,
     )
     client.sentinels, client.master_name = sentinels, group.master
+    return client
+
+
+class ShardClient(redis.Redis):
+    """A client of the master owning one namespace's slot in a Redis Cluster.
+
+    Every key and channel of a namespace carries the hash tag ``{ns}``, so one node holds
+    all of them: the CLI talks to that node alone (its pipelines, ``SCAN``, ``TIME`` and
+    ``PUBSUB SHARDNUMSUB`` all apply as they are), instead of through ``RedisCluster``,
+    whose pipelines refuse keyless commands. :attr:`cluster_shard` makes pub/sub sharded.
+    """
+
+    cluster_shard = True
+    address: str
+    replicas: int
+
+
+def _shard_client(target: ClusterTarget, slot_key: str, options: dict[str, Any]) -> redis.Redis:
+    """Ask the startup nodes who owns ``slot_key``'s slot; a :class:`ShardClient` of it."""
+    try:
+        cluster = RedisCluster(
+            startup_nodes=[ClusterNode(h, p) for h, p in target.nodes],  # type: ignore[no-untyped-call]
+            username=target.username,
+            password=target.password,
+            ssl=target.tls,
+            **options,
+        )
+    except RedisClusterException as e:  # no startup node answered CLUSTER SLOTS
+        raise redis.ConnectionError(str(e)) from e
+    try:
+        nodes = cluster.nodes_manager.slots_cache.get(key_slot(slot_key.encode())) or []
+    finally:
+        cluster.close()
+    if not nodes:
+        raise redis.ConnectionError(f"no cluster node serves the slot of {slot_key}")
+    client = ShardClient(
+        host=nodes[0].host,
+        port=nodes[0].port,
+        username=target.username,
+        password=target.password,
+        ssl=target.tls,
+        **options,
+    )
+    client.address, client.replicas = f"{nodes[0].host}:{nodes[0].port}", len(nodes) - 1
     return client
 
 

@@ -95,6 +95,17 @@ stream and writes its current token again at its next save, so stop the watchers
 exit status: 0 deleted (or nothing to delete), 1 refused without --yes, 2 Redis error.
 """
 
+MIGRATE_KEYS: Final = """\
+Every key now starts with the hash tag {ns} (one Redis Cluster slot per namespace).
+Copies what a deployment from before kept under ns:... -- epoch, seq, term, resume
+token, failover record, event streams, event de-duplication keys (with their TTL) -- to
+{ns}:... with DUMP/RESTORE. The lease and heartbeat hashes are not copied (running
+processes rewrite them). Stop every watcher first: it refuses while ns:leader exists.
+Idempotent (keys already copied compare equal); a new key that differs from its old twin
+is never replaced without --force. Old keys are kept unless --delete-old.
+exit status: 0 done (or nothing to do), 1 refused, 2 Redis error.
+"""
+
 RESYNC: Final = """\
 Publish one `resync` message on {ns}:invalidations on behalf of the current leader,
 through the same fenced script the leader uses: it takes the next seq (no gap) and is

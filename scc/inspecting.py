@@ -31,6 +31,7 @@ from scc.snapshot import (
     Snapshot,
     Watcher,
 )
+from shared.channels import sharded
 from shared.keys import Keys
 from shared.status import ReplicaStatus, WatcherStatus
 
@@ -154,7 +155,10 @@ def _read_singletons(client: redis.Redis, keys: Keys, dlq_count: int) -> _Single
     pipe.get(keys.epoch)
     pipe.get(keys.seq)
     pipe.hgetall(keys.resume)
-    pipe.pubsub_numsub(keys.invalidations)
+    if sharded(client):  # a shard channel in Redis Cluster (shared.channels)
+        pipe.pubsub_shardnumsub(keys.invalidations)
+    else:
+        pipe.pubsub_numsub(keys.invalidations)
     pipe.xlen(keys.events_dlq)
     pipe.xrevrange(keys.events_dlq, count=dlq_count)
     pipe.xlen(keys.events_accepted)

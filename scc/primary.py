@@ -5,6 +5,9 @@ sentinels name at this instant, and a failover since a replica's last reload is 
 thing an operator needs to know after Redis trouble (asynchronous replication may have
 lost the last writes; a replica that reloaded after the switch is known to be exact).
 
+In Redis Cluster the primary named is the master owning the slot of the namespace's
+``{ns}`` hash tag (every key of the deployment lives there), with its replica count.
+
 Read-only, like :mod:`scc.inspecting`: the sentinels are asked, ``{ns}:failover`` (written
 by whichever watcher or replica heard ``+switch-master``) is read; a sentinel that cannot
 answer leaves the address unknown rather than failing the inspection.
@@ -16,7 +19,7 @@ from typing import Any
 
 import redis
 
-from scc.connecting import SentinelClient
+from scc.connecting import SentinelClient, ShardClient
 from scc.snapshot import RedisPrimary, Replica
 from shared.keys import Keys
 
@@ -52,6 +55,8 @@ def read_primary(
         raw = {_text(k): v for k, v in found.items()}
     at = _float(raw.get("at"))
     address, known = _sentinel_view(client) if isinstance(client, SentinelClient) else (None, None)
+    if isinstance(client, ShardClient):  # the master owning the namespace's slot
+        address, known = client.address, client.replicas
     stale = [
         r.instance_id
         for r in replicas

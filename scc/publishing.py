@@ -17,9 +17,10 @@ from typing import Any, Final
 import redis
 
 from scc.errors import CliError, LeaseMoved, NoLeader
+from shared.channels import sharded
 from shared.keys import Keys
 from shared.messages import Message, encode_body
-from shared.scripts import FENCED_OUT, PUBLISH
+from shared.scripts import FENCED_OUT, PUBLISH, PUBLISH_SHARDED
 
 #: Attempts at publishing before giving up when the fence keeps refusing.
 ATTEMPTS: Final = 2
@@ -71,7 +72,7 @@ def publish_resync(
     Raises :class:`NoLeader` when the lease is free (nothing is published) and
     :class:`LeaseMoved` when the fence refused :data:`ATTEMPTS` times.
     """
-    script = client.register_script(PUBLISH)
+    script = client.register_script(PUBLISH_SHARDED if sharded(client) else PUBLISH)
     for attempt in range(1, ATTEMPTS + 1):
         lease = lease_reader(client, keys)
         if lease is None:

@@ -201,6 +201,9 @@ def primary_line(p: RedisPrimary) -> Text:
         where = p.address or "unknown (no sentinel answered)"
         text.append(f"primary {where} (sentinel master {p.master_name}, ")
         text.append(f"{_value(p.known_replicas)} replica(s))")
+    elif p.address is not None:  # Redis Cluster: the master owning the namespace's slot
+        text.append(f"primary {p.address} (cluster slot owner, ")
+        text.append(f"{_value(p.known_replicas)} replica(s))")
     else:
         text.append("single Redis (no Sentinel)")
     if p.last_failover_at is None:

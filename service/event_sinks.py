@@ -33,6 +33,7 @@ from service.event_counters import (
 )
 from service.event_store_script import STORE_EVENTS
 from shared.clients import REDIS_DOWN_ERRORS
+from shared.cluster import wait_target
 from shared.keys import Keys
 
 __all__ = [
@@ -296,7 +297,8 @@ class RedisEventSink:
                 # but routes EVALSHA by its keys (one {ns} slot) like any keyed command.
                 pipe.execute_command("EVALSHA", self._sha, len(keys), *keys, *args)
             if wait:
-                pipe.execute_command("WAIT", wait, self._limits.replica_timeout_ms)
+                where = wait_target(self._redis, self._keys.events_accepted)  # cluster: {ns} owner
+                pipe.execute_command("WAIT", wait, self._limits.replica_timeout_ms, **where)
             results: list[Any] = await pipe.execute(raise_on_error=False)
         if wait:
             confirmed = results.pop()

@@ -9,6 +9,8 @@ it turns every one of them into something the subscriber's rules handle:
   delivers another ``subscribe`` confirmation: passed on as :data:`SUBSCRIBED`, which
   the subscriber reads as "messages may have been lost";
 * every redis-py or socket error becomes :class:`FeedLost`, chained;
+* on a ``redis+cluster://`` client the channel is a shard channel (``SSUBSCRIBE``, see
+  :mod:`shared.channels`), on the shard that owns the namespace's slot;
 * on a ``redis+sentinel://`` client it also follows Sentinel's ``+switch-master``
   (:class:`~shared.sentinel_watching.SwitchWatch`): a promotion closes the connections at
   once, so the subscription moves to the new primary (and is read as a resubscription)
@@ -44,6 +46,7 @@ import structlog
 
 from service.errors import FeedLost
 from service.feed import CAUGHT_UP, SUBSCRIBED
+from shared.channels import next_message, publish, subscribe
 from shared.clients import REDIS_DOWN_ERRORS, SentinelRedis
 from shared.keys import Keys
 from shared.sentinel_watching import SwitchWatch, stop_watch
@@ -112,10 +115,10 @@ class RedisFeed:
         channel = self._keys.invalidations
         try:
             async with asyncio.timeout(within_s):
-                await pubsub.subscribe(channel, self._marker_channel)
+                await subscribe(self._redis, pubsub, channel, self._marker_channel)
                 confirmed = 0
                 while confirmed < 2:
-                    reply = await pubsub.get_message(timeout=within_s)
+                    reply = await next_message(self._redis, pubsub, wait_s=within_s)
                     if reply is not None and reply.get("type") == "subscribe":
                         confirmed += 1
                 return
@@ -131,7 +134,7 @@ class RedisFeed:
         if self._pubsub is None:
             raise FeedLost("not subscribed")
         try:
-            reply = await self._pubsub.get_message(timeout=wait_s)
+            reply = await next_message(self._redis, self._pubsub, wait_s=wait_s)
         except REDIS_DOWN_ERRORS as e:
             raise FeedLost(f"pub/sub connection failed: {e}") from e
         if reply is None:
@@ -168,7 +171,7 @@ class RedisFeed:
         """Publish a new catch-up marker on the primary (after a resubscription)."""
         token = self._next_mark()
         try:
-            await self._redis.publish(self._marker_channel, token)
+            await publish(self._redis, self._marker_channel, token)
         except REDIS_DOWN_ERRORS as e:
             raise FeedLost(f"cannot publish on {self._marker_channel}: {e}") from e
 

@@ -36,6 +36,7 @@ from redis.asyncio.sentinel import (
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisError
 
+from shared.cluster import make_cluster
 from shared.redis_url import SentinelTarget, parse_redis_url
 from shared.settings import MongoSettings, RedisSettings
 
@@ -271,7 +272,8 @@ def make_redis(
 ) -> aioredis.Redis:
     """An asyncio Redis client (bytes responses) with bounded timeouts.
 
-    For a ``redis+sentinel://`` URL a :class:`SentinelRedis` on the group's current primary.
+    For a ``redis+sentinel://`` URL a :class:`SentinelRedis` on the group's current primary;
+    for ``redis+cluster://`` redis-py's ``RedisCluster`` (:func:`shared.cluster.make_cluster`).
     """
     options: dict[str, Any] = {
         "socket_connect_timeout": min(socket_timeout, 2.0),
@@ -279,6 +281,9 @@ def make_redis(
         "client_name": client_name,
         "decode_responses": False,
     }
+    cluster = make_cluster(settings.url.get_secret_value(), options)
+    if cluster is not None:
+        return cluster
     group = make_sentinel(settings, client_name=client_name, socket_timeout=socket_timeout)
     if group is None:
         return aioredis.Redis.from_url(settings.url.get_secret_value(), **options)

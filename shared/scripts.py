@@ -100,3 +100,22 @@ redis.call('HSET', KEYS[3], 'token', ARGV[3], 'epoch', ARGV[2], 'cluster_time', 
 return 1
 """
 )
+
+
+def sharded(script: str) -> str:
+    """``script`` with its ``PUBLISH`` replaced by ``SPUBLISH``, for Redis Cluster.
+
+    In a cluster the invalidation channel is a shard channel (:mod:`shared.channels`):
+    ``SPUBLISH`` delivers only within the shard that owns the channel's slot, which is the
+    slot of every key the script touches (all share the ``{ns}`` hash tag), so the script
+    still runs on one node and publishes where the replicas subscribed. Derived from the
+    plain script so the two can never drift apart.
+    """
+    plain = "redis.call('PUBLISH',"
+    if plain not in script:
+        raise ValueError("the script has no redis.call('PUBLISH', ...) to shard")
+    return script.replace(plain, "redis.call('SPUBLISH',")
+
+
+#: :data:`PUBLISH` for Redis Cluster (``SPUBLISH``); same KEYS, ARGV and reply.
+PUBLISH_SHARDED: Final = sharded(PUBLISH)

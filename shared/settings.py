@@ -133,6 +133,8 @@ class RedisSettings(_Group):
     def _namespace_shape(cls, value: str) -> str:
         if not value or any(c.isspace() for c in value):
             raise ValueError("must be non-empty and contain no whitespace")
+        if "{" in value or "}" in value:
+            raise ValueError("may not contain { or } (every key's hash tag is {namespace})")
         return value
 
 
@@ -325,6 +327,8 @@ class ProcessSettings(_Group):
     def _no_blank_id(cls, value: str) -> str:
         if not value or any(c.isspace() for c in value):
             raise ValueError("must be non-empty and contain no whitespace")
+        if "{" in value or "}" in value:
+            raise ValueError("may not contain { or } (every key's hash tag is {namespace})")
         return value
 
 

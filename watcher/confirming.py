@@ -11,15 +11,26 @@ lead -- an isolated primary (its replicas and sentinels cut off) elects nobody.
 ``WAIT`` cannot run inside a Lua script and covers only the calling connection's writes,
 so ``EVALSHA ACQUIRE`` and ``WAIT`` go out in one non-transactional pipeline, on one
 connection. With no replica connected (a single Redis) there is nothing to wait for.
+
+In Redis Cluster the same holds per shard: the lease's slot owner (one node, since every
+key carries the ``{ns}`` tag) and its replicas. A cluster pipeline routes a keyless
+``WAIT`` to any node, so there ``INFO`` and ``EVAL ACQUIRE`` + ``WAIT`` are sent on one
+connection of the slot owner itself (:func:`_acquire_on_owner`).
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import MovedError, RedisClusterException, RedisError
+
+from shared.cluster import closed_mid_command
 
 #: Bounds of the time a new leader waits for its replicas.
 MIN_CONFIRM_MS, MAX_CONFIRM_MS = 20, 500
@@ -57,6 +68,8 @@ async def acquire_replicated(
     redis: aioredis.Redis, script: AsyncScript, *, keys: list[str], args: list[Any], ttl_ms: int
 ) -> Acquisition:
     """Run ``script`` (``ACQUIRE``) and, when it took the lease, ``WAIT`` on its connection."""
+    if isinstance(redis, RedisCluster):
+        return await _acquire_on_owner(redis, script, keys=keys, args=args, ttl_ms=ttl_ms)
     expected = await connected_replicas(redis)
     if expected == 0:
         return Acquisition(int(await script(keys=keys, args=args)), 0, 0)
@@ -65,3 +78,46 @@ async def acquire_replicated(
     pipe.execute_command("WAIT", expected, confirm_timeout_ms(ttl_ms))
     epoch, acknowledged = await pipe.execute()
     return Acquisition(int(epoch), int(acknowledged), expected)
+
+
+async def _acquire_on_owner(
+    cluster: RedisCluster, script: AsyncScript, *, keys: list[str], args: list[Any], ttl_ms: int
+) -> Acquisition:
+    """``INFO replication``, then ``EVAL`` + ``WAIT`` on one connection of ``keys``' slot owner.
+
+    A stale slot map (the owner failed over) shows as ``MOVED`` or a connection error: the
+    map is refreshed and the error raised, so the elector's next attempt goes to the new
+    owner.
+    """
+    try:
+        await cluster.initialize()  # no-op once the slot map is known
+        node = cluster.get_node_from_key(keys[0])
+    except RedisClusterException as e:  # no node reachable, or the slot is not covered
+        raise RedisConnectionError(f"no cluster node serves {keys[0]}: {e}") from e
+    if node is None:
+        raise RedisConnectionError(f"no node serves the slot of {keys[0]}")
+    try:
+        with closed_mid_command():
+            info: dict[str, Any] = await node.execute_command("INFO", "replication")
+            expected = int(info.get("connected_slaves", 0) or 0)
+            connection = node.acquire_connection()
+            try:
+                commands: list[tuple[Any, ...]] = [("EVAL", script.script, len(keys), *keys, *args)]
+                if expected:
+                    commands.append(("WAIT", expected, confirm_timeout_ms(ttl_ms)))
+                await connection.send_packed_command(connection.pack_commands(commands))
+                replies = [await connection.read_response() for _ in commands]
+            except BaseException:
+                await connection.disconnect()
+                raise
+            finally:
+                node.release(connection)
+    except (MovedError, RedisConnectionError, OSError):
+        with contextlib.suppress(RedisError, RedisClusterException, OSError):
+            await cluster.nodes_manager.initialize()
+        raise
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    acknowledged = int(replies[1]) if expected else 0
+    return Acquisition(int(replies[0]), acknowledged, expected)

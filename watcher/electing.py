@@ -26,6 +26,7 @@ import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
 
+from shared.channels import publish
 from shared.errors import StoreUnavailable
 from shared.keys import Keys
 from shared.scripts import ACQUIRE, FENCED_OUT, RELEASE, RENEW
@@ -107,7 +108,7 @@ class RedisLease:
             result = await self._release(keys=self._keys, args=[self._id, epoch])
             if int(result) == FENCED_OUT:
                 return False
-            await self._redis.publish(self._handover, self._id)
+            await publish(self._redis, self._handover, self._id)
         except RedisError as e:
             raise StoreUnavailable(f"lease release failed: {e}") from e
         return True

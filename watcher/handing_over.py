@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 import structlog
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
+from shared.channels import next_message, subscribe
 from shared.clients import REDIS_DOWN_ERRORS
 
 #: How often a waiting listener looks at its stop flag.
@@ -62,9 +63,11 @@ class HandoverListener:
     async def _listen(self, until: asyncio.Event) -> None:
         pubsub: Any = self._redis.pubsub()
         try:
-            await pubsub.subscribe(self._channel)
+            await subscribe(self._redis, pubsub, self._channel)
             while not until.is_set():
-                reply = await pubsub.get_message(ignore_subscribe_messages=True, timeout=POLL_S)
+                reply = await next_message(
+                    self._redis, pubsub, ignore_subscribe_messages=True, wait_s=POLL_S
+                )
                 if reply is not None and reply.get("type") == "message":
                     self._heard(reply.get("data"))
         finally:

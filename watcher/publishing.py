@@ -33,10 +33,11 @@ from opentelemetry.metrics import Histogram
 from redis.exceptions import RedisError
 
 from shared.batches import BATCH_KINDS, BATCH_OVERHEAD, encode_batch_body
+from shared.channels import sharded
 from shared.errors import StoreUnavailable
 from shared.keys import Keys
 from shared.messages import MAX_MESSAGE_BYTES, Message, encode_body
-from shared.scripts import FENCED_OUT, PUBLISH
+from shared.scripts import FENCED_OUT, PUBLISH, PUBLISH_SHARDED
 from watcher.electing import Leadership, Term
 from watcher.encoding import Encoder
 from watcher.errors import FencedOut
@@ -83,7 +84,7 @@ class RedisChannel:
         self._keys = [keys.leader, keys.epoch, keys.seq, keys.term]
         self._channel = keys.invalidations
         self._id = instance_id
-        self._script = redis.register_script(PUBLISH)
+        self._script = redis.register_script(PUBLISH_SHARDED if sharded(redis) else PUBLISH)
 
     async def publish(
         self,

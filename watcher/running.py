@@ -29,8 +29,9 @@ from typing import Any
 import redis.asyncio as aioredis
 import structlog
 
-from shared.clients import SentinelRedis
+from shared.clients import REDIS_DOWN_ERRORS, SentinelRedis
 from shared.keys import Keys
+from shared.layout import old_layout_only
 from shared.settings import Settings
 from shared.telemetry import Telemetry, render_metrics
 from watcher.electing import ElectionTiming, Elector, Leadership, Lease, RedisLease, Term
@@ -172,6 +173,7 @@ class Watcher:
     async def run(self, stop: asyncio.Event) -> None:
         """Run every root task until ``stop``; shut down in order (module docstring)."""
         leading_done, elector_done, status_done = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        await self._warn_old_layout()
         await self.http.start()
         try:
             async with asyncio.TaskGroup() as tg:
@@ -203,6 +205,26 @@ class Watcher:
                 tg.create_task(self._mark_stopping(stop), name="watcher.stop-watch")
         finally:
             await self.http.close()
+
+    async def _warn_old_layout(self) -> None:
+        """One warning (and ``errors{error="OldKeyLayout"}``) if only pre-hash-tag keys exist.
+
+        Such a deployment was not migrated (``scc migrate-keys``): leading now would start
+        the change stream at the current time and seq at 0 (replicas see a new term and
+        reload; changes made while no watcher ran are not published). Warned, not
+        refused, so a deployment that abandons its old state on purpose still starts.
+        """
+        try:
+            found = await old_layout_only(self._redis, self._keys)
+        except REDIS_DOWN_ERRORS:
+            return  # Redis is down: the lease loop reports that
+        if found:
+            self.stats.errors["OldKeyLayout"] += 1
+            log.warning(
+                "only keys of the layout before hash tags exist; run `scc migrate-keys` "
+                "with the watchers stopped, or a leader starts from the current time",
+                old_keys=found,
+            )
 
     async def _mark_stopping(self, stop: asyncio.Event) -> None:
         await stop.wait()

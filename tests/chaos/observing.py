@@ -61,6 +61,10 @@ class Seen:
 class ChannelObserver:
     """Subscribes to the channel on thread ``chaos-observer`` and records every message."""
 
+    #: ``"s"`` subscribes with ``SSUBSCRIBE`` and reads ``smessage`` (a Redis Cluster
+    #: shard channel); ``""`` is plain ``SUBSCRIBE``/``message``.
+    shard_prefix = ""
+
     def __init__(self, *, redis_url: str, channel: str, hmac_key: bytes | None) -> None:
         self._url = redis_url
         self._channel = channel
@@ -110,19 +114,20 @@ class ChannelObserver:
         pubsub: Any = client.pubsub()  # type: ignore[no-untyped-call]  # redis-py: untyped
         try:
             run_id = str(client.info("server")["run_id"])
-            pubsub.subscribe(self._channel)
+            getattr(pubsub, f"{self.shard_prefix}subscribe")(self._channel)
             confirmed = False
+            subscribed, message = f"{self.shard_prefix}subscribe", f"{self.shard_prefix}message"
             while not self._stop.is_set():
                 reply = pubsub.get_message(timeout=0.2)
                 if reply is None:
                     continue
-                if reply["type"] == "subscribe" and not confirmed:
+                if reply["type"] == subscribed and not confirmed:
                     confirmed = True
                     with self._cond:
                         self.sessions += 1
                         self.run_id = run_id
                         self._cond.notify_all()
-                elif reply["type"] == "message":
+                elif reply["type"] == message:
                     self._record(reply["data"], run_id)
         finally:
             with contextlib.suppress(redis.RedisError, OSError):

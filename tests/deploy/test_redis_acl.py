@@ -104,12 +104,12 @@ async def confined(acl_port: int, admin: redis.Redis) -> AsyncIterator[aioredis.
 
 
 def test_the_file_holds_one_user_confined_to_the_default_namespace() -> None:
-    """The user line resets keys and channels, then allows only ``scc:*`` and no categories."""
+    """The user line resets keys and channels, then allows only ``{scc}:*`` and no categories."""
     assert USER == "scc"
     assert RULES[0] == "on"
-    assert {"resetkeys", "resetchannels", "~scc:*", "&scc:*", "-@all"} <= set(RULES)
+    assert {"resetkeys", "resetchannels", "~{scc}:*", "&{scc}:*", "-@all"} <= set(RULES)
     assert not [r for r in RULES if r.startswith("+@") or r in {"allkeys", "allchannels"}]
-    assert not [r for r in RULES if r.startswith("~") and r != "~scc:*"]
+    assert not [r for r in RULES if r.startswith("~") and r != "~{scc}:*"]
 
 
 def test_redis_loads_the_user_with_exactly_the_listed_commands(
@@ -118,7 +118,7 @@ def test_redis_loads_the_user_with_exactly_the_listed_commands(
     """ACL GETUSER shows the user enabled, confined, with no command beyond the file's."""
     info = admin.acl_getuser(USER)
     assert info is not None and "on" in info["flags"]
-    assert info["keys"] == ["~scc:*"] and info["channels"] == ["&scc:*"]
+    assert info["keys"] == ["~{scc}:*"] and info["channels"] == ["&{scc}:*"]
     listed = {r[1:] for r in RULES if r.startswith("+")}
     commands = info["commands"]
     text = " ".join(commands) if isinstance(commands, list) else str(commands)
@@ -208,10 +208,12 @@ async def test_the_user_writes_and_reads_heartbeats_and_event_streams(
 async def test_the_user_cannot_leave_its_namespace(
     confined: aioredis.Redis, admin: redis.Redis
 ) -> None:
-    """Keys, channels and scripts outside ``scc:*`` and admin commands are all refused."""
+    """Keys, channels and scripts outside ``{scc}:*`` and admin commands are all refused."""
     admin.set("other:secret", "x")
+    admin.set("scc:leader", "x")  # the layout before the hash tag is outside it too
     refused = [
         confined.get("other:secret"),
+        confined.get("scc:leader"),
         confined.set("other:key", "1"),
         confined.publish("other:channel", "hello"),
         confined.flushall(),
@@ -238,11 +240,12 @@ async def test_the_user_cannot_leave_its_namespace(
 async def test_changing_the_patterns_as_documented_moves_the_user_to_another_namespace(
     acl_port: int, admin: redis.Redis
 ) -> None:
-    """Replacing ``scc:`` in both patterns (the file's instructions) confines a user to it."""
+    """Replacing ``{scc}`` in both patterns (the file's instructions) confines a user to it."""
     text = ACL_FILE.read_text()
-    assert "~payments-scc:* &payments-scc:*" in text, "the adaptation example moved"
+    assert "~{payments-scc}:* &{payments-scc}:*" in text, "the adaptation example moved"
     rules = [
-        r.replace("~scc:*", "~payments-scc:*").replace("&scc:*", "&payments-scc:*") for r in RULES
+        r.replace("~{scc}:*", "~{payments-scc}:*").replace("&{scc}:*", "&{payments-scc}:*")
+        for r in RULES
     ]
     admin.acl_setuser("payments", reset=True)
     admin.execute_command("ACL", "SETUSER", "payments", *rules)

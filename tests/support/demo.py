@@ -23,6 +23,7 @@ import httpx
 import redis
 from pymongo import MongoClient
 
+from shared.keys import Keys
 from tests.support.fleet import ROOT, Fleet
 
 SEED = ROOT / "deploy" / "seed" / "source_configs.json"
@@ -76,7 +77,7 @@ def leader_of(fleet: Fleet) -> str | None:
     """Instance id holding the lease, if any."""
     assert fleet.redis is not None
     with redis.Redis.from_url(fleet.redis.url) as client:
-        value = client.get(f"{fleet.namespace}:leader")
+        value = client.get(Keys(fleet.namespace).leader)
     return value.decode() if value else None
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from tests.chaos.rig import Rig
 from tests.chaos.scenarios import (
     bad_input,
+    cluster_failover,
     dotted_key,
     leader_kill,
     leader_pause,
@@ -64,6 +65,7 @@ SCENARIOS: tuple[Scenario, ...] = tuple(
         redis_outage,
         sentinel_kill,
         sentinel_switch,
+        cluster_failover,
         sentinel_partition,
         replica_subscribers,
     )

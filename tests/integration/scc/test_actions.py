@@ -65,7 +65,7 @@ def test_resync_without_leader_publishes_nothing(deployment: Deployment) -> None
     (subscriber,) = deployment.subscribe(1)
     run = deployment.scc("resync")
     assert run.status == 1
-    assert run.err.startswith("scc: no leader holds it-scc:leader: nothing published")
+    assert run.err.startswith("scc: no leader holds {it-scc}:leader: nothing published")
     assert received(subscriber, wait=0.3) == []
     assert deployment.client.get(deployment.keys.seq) == b"5"
 
@@ -136,10 +136,10 @@ def test_token_reset_needs_yes(deployment: Deployment) -> None:
     deployment.save_token("w-1", epoch)
     refused = deployment.scc("token", "reset")
     assert refused.status == 1
-    assert refused.err.startswith("scc: refusing to delete it-scc:resume without --yes")
+    assert refused.err.startswith("scc: refusing to delete {it-scc}:resume without --yes")
     assert deployment.client.exists(deployment.keys.resume) == 1
     done = deployment.scc("token", "reset", "--yes")
-    assert done.status == 0 and "deleted it-scc:resume" in done.out
+    assert done.status == 0 and "deleted {it-scc}:resume" in done.out
     assert deployment.client.exists(deployment.keys.resume) == 0
     assert deployment.scc("token", "reset", "--yes").out.startswith("nothing to delete")
 

@@ -32,7 +32,7 @@ def test_in_sync_fleet_exits_0(deployment: Deployment) -> None:
     run = deployment.scc("inspect")
     assert run.status == 0, run.out + run.err
     assert "in sync" in run.out and run.err == ""
-    for name in ("★ w-1", "w-2", "r-0", "r-1", "it-scc:invalidations: 2 subscriber(s)"):
+    for name in ("★ w-1", "w-2", "r-0", "r-1", "{it-scc}:invalidations: 2 subscriber(s)"):
         assert name in run.out, name
 
 
@@ -84,13 +84,13 @@ def test_no_leader_is_reported(deployment: Deployment) -> None:
 def test_unreadable_key_is_named_not_a_crash(deployment: Deployment) -> None:
     """A string where a replica hash should be is reported by key, without a traceback."""
     healthy(deployment)
-    deployment.client.set(f"{deployment.keys.namespace}:replica:bogus", "x")
+    deployment.client.set(deployment.keys.replica("bogus"), "x")
     deployment.client.set(deployment.keys.seq, "not-a-number")
     run = deployment.scc("inspect", "--json")
     document = json.loads(run.out)
     marks = {(p["subject"], p["mark"]) for p in document["problems"]}
-    assert ("it-scc:replica:bogus", "unreadable") in marks
-    assert ("it-scc:seq", "unreadable") in marks
+    assert ("{it-scc}:replica:bogus", "unreadable") in marks
+    assert ("{it-scc}:seq", "unreadable") in marks
     assert run.status == 1 and run.err == ""
 
 
@@ -182,4 +182,4 @@ def test_replicas_command_shows_the_table_and_judges_replicas_only(
     run = deployment.scc("replicas")
     assert run.status == 1
     assert "replica r-0: SILENT" in run.out and "w-2" not in run.out
-    assert "it-scc:invalidations: 2 subscriber(s) for 2 registered replica(s)" in run.out
+    assert "{it-scc}:invalidations: 2 subscriber(s) for 2 registered replica(s)" in run.out

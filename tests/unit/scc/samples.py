@@ -48,7 +48,7 @@ def snapshot(*, markup_in_data: str = "[bold red]not markup[/]") -> Snapshot:
         )  # fmt: skip
         replicas.append(judged)
         problems += found
-    channel = Channel("scc:invalidations", 2, 3, -1)
+    channel = Channel("{scc}:invalidations", 2, 3, -1)
     problems = (
         judge_fleet(leader=leader, watchers=[w1, w2], channel=channel, deployed=True) + problems
     )
@@ -75,14 +75,14 @@ def snapshot(*, markup_in_data: str = "[bold red]not markup[/]") -> Snapshot:
         replicas=replicas,
         channel=channel,
         dlq=DeadLetters(
-            stream="scc:events:dlq",
+            stream="{scc}:events:dlq",
             length=12,
             newest=[
                 DeadLetter("1800000000000-1", NOW, markup_in_data, {"container": "landing"}),
                 DeadLetter("1799999999000-0", NOW - 1, "no_matching_config", {}),
             ],
         ),
-        accepted=Accepted(stream="scc:events:accepted", length=1000),
+        accepted=Accepted(stream="{scc}:events:accepted", length=1000),
         redis=RedisPrimary(
             via_sentinel=True,
             master_name="sccmaster",

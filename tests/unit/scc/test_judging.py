@@ -162,7 +162,7 @@ def test_watcher_with_a_stale_hash_is_silent() -> None:
 
 
 def channel(subscribers: int, registered: int) -> Channel:
-    return Channel("scc:invalidations", subscribers, registered, subscribers - registered)
+    return Channel("{scc}:invalidations", subscribers, registered, subscribers - registered)
 
 
 def test_fleet_without_leader_is_a_problem() -> None:

@@ -112,13 +112,15 @@ def test_entry_point_prints_one_line_and_exits_2() -> None:
 def test_keys_follow_the_namespace() -> None:
     """Every key and channel is under the namespace; globs in it are escaped for SCAN."""
     keys = Keys("blue")
-    assert keys.leader == "blue:leader"
-    assert keys.invalidations == "blue:invalidations"
-    assert keys.replica("r1") == "blue:replica:r1"
+    assert keys.leader == "{blue}:leader"
+    assert keys.invalidations == "{blue}:invalidations"
+    assert keys.replica("r1") == "{blue}:replica:r1"
+    assert keys.event_seen("d") == "{blue}:events:seen:d"
     assert keys.instance_of(keys.watcher("w-1")) == "w-1"
-    assert Keys("a*b").replica_pattern == "a\\*b:replica:*"
-    with pytest.raises(ValueError):
-        Keys("has space")
+    assert Keys("a*b").replica_pattern == "{a\\*b}:replica:*"
+    for bad in ("has space", "a{b", "a}b", ""):
+        with pytest.raises(ValueError):
+            Keys(bad)
 
 
 def test_readme_configuration_table_lists_every_variable() -> None:
