@@ -47,6 +47,7 @@ from shared.errors import MessageError
 from shared.messages import (
     MAX_MESSAGE_BYTES,
     Message,
+    guarded_decode,
     message_from_obj,
     parse_message_json,
     signature_of,
@@ -165,12 +166,7 @@ def decode_batch(raw: bytes | str, *, hmac_key: bytes | None = None) -> Batch:
     Whatever the bytes, nothing but :class:`MessageError` escapes (like
     :func:`shared.messages.decode`).
     """
-    try:
-        return _decode_batch(raw, hmac_key)
-    except MessageError:
-        raise
-    except Exception as e:
-        raise MessageError("bad_field", f"undecodable message ({e!r:.120})") from e
+    return guarded_decode(_decode_batch, raw, hmac_key)
 
 
 def _decode_batch(raw: bytes | str, hmac_key: bytes | None) -> Batch:

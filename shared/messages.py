@@ -56,13 +56,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final, Literal, cast
+from typing import Any, Final, Literal, TypeVar, cast
 
 import orjson
 
 from shared.ejson import from_ejson, to_ejson
 from shared.errors import MessageError
+
+T = TypeVar("T")
 
 __all__ = [
     "KINDS",
@@ -191,8 +194,19 @@ def decode(raw: bytes | str, *, hmac_key: bytes | None = None) -> Message:
     reported as ``bad_field`` naming the exception, so a hostile publish can never take a
     replica down.
     """
+    return guarded_decode(_decode, raw, hmac_key)
+
+
+def guarded_decode(
+    decoder: Callable[[bytes | str, bytes | None], T], raw: bytes | str, hmac_key: bytes | None
+) -> T:
+    """``decoder(raw, hmac_key)``, with any failure but :class:`MessageError` turned into one.
+
+    The one place that keeps a hostile publish from escaping a decoder as anything else:
+    the exception is named (``bad_field``) and chained.
+    """
     try:
-        return _decode(raw, hmac_key)
+        return decoder(raw, hmac_key)
     except MessageError:
         raise
     except Exception as e:
