@@ -275,12 +275,7 @@ def make_redis(
     For a ``redis+sentinel://`` URL a :class:`SentinelRedis` on the group's current primary;
     for ``redis+cluster://`` redis-py's ``RedisCluster`` (:func:`shared.cluster.make_cluster`).
     """
-    options: dict[str, Any] = {
-        "socket_connect_timeout": min(socket_timeout, 2.0),
-        "socket_timeout": socket_timeout,
-        "client_name": client_name,
-        "decode_responses": False,
-    }
+    options = _client_options(client_name, socket_timeout)
     cluster = make_cluster(settings.url.get_secret_value(), options)
     if cluster is not None:
         return cluster
@@ -288,17 +283,38 @@ def make_redis(
     if group is None:
         return aioredis.Redis.from_url(settings.url.get_secret_value(), **options)
     sentinel, target = group
+    return _through_sentinel(sentinel, target, options, replica=False)
+
+
+def _client_options(client_name: str, socket_timeout: float) -> dict[str, Any]:
+    """Connection options every Redis client of ours shares (bounded timeouts, bytes)."""
+    return {
+        "socket_connect_timeout": min(socket_timeout, 2.0),
+        "socket_timeout": socket_timeout,
+        "client_name": client_name,
+        "decode_responses": False,
+    }
+
+
+def _through_sentinel(
+    sentinel: Sentinel, target: SentinelTarget, options: dict[str, Any], *, replica: bool
+) -> SentinelRedis:
+    """A :class:`SentinelRedis` on the group's primary, or (``replica``) on one of its replicas.
+
+    The primary's pool is a :class:`FollowingPool`, a replica's a :class:`SpreadReplicaPool`.
+    """
     # redis-py's default retry backs off up to 1 s between reconnects; through a failover
     # that is up to a second spent waiting after the promotion. Our callers retry anyway.
-    options["retry"] = Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), SENTINEL_RETRIES)
-    client: SentinelRedis = sentinel.master_for(
+    retry = Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), SENTINEL_RETRIES)
+    client: SentinelRedis = (sentinel.slave_for if replica else sentinel.master_for)(
         target.master,
         redis_class=SentinelRedis,
-        connection_pool_class=FollowingPool,
+        connection_pool_class=SpreadReplicaPool if replica else FollowingPool,
         db=target.db,
         username=target.username,
         password=target.password,
         ssl=target.tls,
+        retry=retry,
         **options,
     )
     client.sentinels, client.master_name = sentinel, target.master
@@ -325,22 +341,9 @@ def make_subscribe_redis(
     group = make_sentinel(own, client_name=client_name, socket_timeout=socket_timeout)
     assert group is not None
     sentinel, _ = group
-    client: SentinelRedis = sentinel.slave_for(
-        target.master,
-        redis_class=SentinelRedis,
-        connection_pool_class=SpreadReplicaPool,
-        db=target.db,
-        username=target.username,
-        password=target.password,
-        ssl=target.tls,
-        socket_connect_timeout=min(socket_timeout, 2.0),
-        socket_timeout=socket_timeout,
-        client_name=client_name,
-        decode_responses=False,
-        retry=Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.1), SENTINEL_RETRIES),
-    )
+    options = _client_options(client_name, socket_timeout)
+    client = _through_sentinel(sentinel, target, options, replica=True)
     pool = client.connection_pool
     assert isinstance(pool, SpreadReplicaPool)
     pool.spread_index = spread_index(spread_key)
-    client.sentinels, client.master_name = sentinel, target.master
     return client
