@@ -162,7 +162,12 @@ class RedisFeed:
         try:
             await self.mark()
         except FeedLost as e:  # the tail then ends by its window instead
-            log.warning("catch-up marker not published", error=str(e))
+            log.warning(
+                "catch-up marker not published; late messages from before start-up are set aside "
+                "for three heartbeat intervals instead",
+                error=str(e),
+                hint="nothing is lost; check that this replica may PUBLISH on its catch-up channel",
+            )
         seq = _as_int(raw_seq, keys.seq)
         term = raw_term.decode(errors="replace") if isinstance(raw_term, bytes) else raw_term
         return (seq or 0), _as_int(raw_epoch, keys.epoch), term

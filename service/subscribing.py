@@ -426,7 +426,12 @@ class Subscriber:
         try:
             await self._feed.mark()
         except FeedLost as e:  # the primary, not the subscription: the window ends the tail
-            log.warning("catch-up marker not published", error=str(e))
+            log.warning(
+                "catch-up marker not published; late messages from before start-up are set aside "
+                "for three heartbeat intervals instead",
+                error=str(e),
+                hint="nothing is lost; check that this replica may PUBLISH on its catch-up channel",
+            )
 
     def _new_tail(self, position: Position) -> SnapshotTail:
         window = 3 * self._heartbeat_s
