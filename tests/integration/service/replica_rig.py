@@ -80,6 +80,37 @@ class FakeLeader:
             await self.take()
         raise AssertionError("could not publish even after taking the lease")
 
+    async def upsert_unseen(self, doc: dict[str, Any]) -> int:
+        """Like :meth:`upsert`, published in one ``MULTI`` with ``CLIENT KILL TYPE pubsub``.
+
+        No subscriber can hear it: Redis drops every subscribed connection and publishes
+        in one step, so the message is lost for certain (a kill followed by a separate
+        publish races the replica's resubscription). Returns its seq.
+        """
+        now = time.time()
+        message = Message(
+            kind="upsert",
+            seq=0,
+            epoch=self.epoch,
+            key=doc["source_id"],
+            term=self.term,
+            doc=doc,
+            cluster_time=now - 0.001,
+            published_at=now,
+        )
+        body = encode_body(message, hmac_key=self.hmac_key)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
+            await self._script(
+                keys=[self.keys.leader, self.keys.epoch, self.keys.seq, self.keys.term],
+                args=[self.instance_id, self.epoch, self.keys.invalidations, body, "1", self.term],
+                client=pipe,
+            )
+            killed, result = await pipe.execute()
+        assert int(killed) >= 1, "no subscribed connection to drop"
+        assert result != FENCED_OUT, "the test leader lost its lease"
+        return int(result[0])
+
     async def upsert(self, doc: dict[str, Any]) -> int:
         """An upsert carrying ``doc`` (its ``source_id`` is the key), as of a moment ago."""
         now = time.time()
