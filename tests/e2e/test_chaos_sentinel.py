@@ -34,7 +34,8 @@ def test_planned_failover_leaves_the_demoted_primary_at_once(tmp_path: Path) -> 
 @e2e
 @pytest.mark.timeout(180)
 def test_primary_cut_off_from_replicas_and_sentinels_elects_nobody_new(tmp_path: Path) -> None:
-    """Replicas and sentinels frozen: no new lease is confirmed; healed, caches stay exact."""
+    """Replicas and sentinels frozen, the leader's lease lapsed: no newer term speaks until
+    they are healed; then a new term begins and caches stay exact."""
     result = run("sentinel-partition", tmp_path)
     assert "epoch_before_during" in result.notes
 
