@@ -51,9 +51,7 @@ def run(rig: Rig) -> None:
         for node in frozen:
             node.resume()
     rig.note("epoch_before_during", f"{epoch} -> {during}")
-    rig.check(
-        during > epoch, "the standby never tried to take the lapsed lease (the epoch stayed)"
-    )
+    rig.check(during > epoch, "the standby never tried to take the lapsed lease (the epoch stayed)")
     rig.check(
         not newer,
         f"{len(newer)} change(s) of a newer term (epoch {newer[0].epoch if newer else 0}) "
