@@ -54,6 +54,16 @@ class _Resolver:
     def __init__(self, current: _Current) -> None:
         self._current = current
 
+    def peek(self, source_id: str) -> dict[str, Any] | None:
+        """From memory or None (then :meth:`get_config_by_source_id` decides)."""
+        replica = self._current.replica
+        return None if replica is None else replica.cache.peek(source_id)
+
+    def peek_container(self, container: str) -> list[dict[str, Any]] | None:
+        """From memory or None (then :meth:`configs_for_container` decides)."""
+        replica = self._current.replica
+        return None if replica is None else replica.cache.peek_container(container)
+
     async def configs_for_container(self, container: str) -> list[dict[str, Any]]:
         return await self._current.get().cache.configs_for_container(container)
 

@@ -150,6 +150,19 @@ class ConfigCache:
             self.hits += 1
         return doc
 
+    def peek_container(self, container: str) -> list[Doc] | None:
+        """:meth:`peek` for a container: its configs on a trusted hit, else ``None``.
+
+        ``None`` means "not answerable from memory alone" (no config cached for it, or the
+        stream is not live): the caller then awaits :meth:`configs_for_container`.
+        """
+        if self._live_by_key:  # the stream is live and the cache warmed
+            bucket = self._snap.by_container.get(container)
+            if bucket:
+                self.hits += 1
+                return list(bucket.values())
+        return None
+
     async def get_config_by_source_id(self, source_id: str) -> Doc | None:
         """The config for ``source_id``, or ``None`` once MongoDB confirmed it is unknown."""
         hit = self.peek(source_id)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Final, Literal, get_args
+from typing import Any, Final, Literal, Required, TypedDict, get_args
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -142,6 +142,17 @@ class EventResult(BaseModel):
     candidates: list[str] | None = Field(
         default=None, description="For `ambiguous_match`: the source_ids that tied."
     )
+
+
+class ResultRecord(TypedDict, total=False):
+    """:class:`EventResult` as the hot path builds it: a plain dict, ``None`` fields left
+    out (what ``model_dump(mode="json", exclude_none=True)`` gives, at a tenth the cost)."""
+
+    id: Required[str]
+    outcome: Required[Literal["accepted", "dead_lettered"]]
+    source_id: str
+    reason: DeadLetterReason
+    candidates: list[str]
 
 
 class EventsResponse(BaseModel):

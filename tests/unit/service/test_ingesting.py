@@ -87,6 +87,38 @@ class FakeResolver:
         return next((c for c in self.configs if c["source_id"] == source_id), None)
 
 
+class PeekingResolver(FakeResolver):
+    """Answers from memory for the configs in ``in_memory`` (as the replica's cache does
+    while live); counts the lookups that had to be awaited."""
+
+    def __init__(self, configs: list[dict[str, Any]], in_memory: set[str]) -> None:
+        super().__init__(configs)
+        self.in_memory = in_memory
+        self.awaited: list[str] = []
+
+    def peek(self, source_id: str) -> dict[str, Any] | None:
+        return (
+            next((c for c in self.configs if c["source_id"] == source_id), None)
+            if (source_id in self.in_memory)
+            else None
+        )
+
+    def peek_container(self, container: str) -> list[dict[str, Any]] | None:
+        return (
+            [c for c in self.configs if c["ingestion"]["landing_container"] == container]
+            if container in self.in_memory
+            else None
+        )
+
+    async def configs_for_container(self, container: str) -> list[dict[str, Any]]:
+        self.awaited.append(container)
+        return await super().configs_for_container(container)
+
+    async def get_config_by_source_id(self, source_id: str) -> dict[str, Any] | None:
+        self.awaited.append(source_id)
+        return await super().get_config_by_source_id(source_id)
+
+
 class FakeSink:
     """Records writes, remembering answers by dedup key; ``fail_*`` make those writes raise."""
 
@@ -152,11 +184,12 @@ MakeRig = Callable[..., Awaitable[Rig]]
 async def make_rig() -> AsyncIterator[MakeRig]:
     clients: list[httpx.AsyncClient] = []
 
-    async def build(**options: Any) -> Rig:
+    async def build(resolver: FakeResolver | None = None, **options: Any) -> Rig:
         app = FastAPI()
         client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
         clients.append(client)
         rig = Rig(app, client, IngestCounters())
+        rig.resolver = resolver or rig.resolver
         router = make_events_router(
             resolver=rig.resolver, sink=rig.sink, counters=rig.counters, **options
         )
@@ -231,6 +264,32 @@ async def test_every_event_gets_an_outcome_in_order(rig: Rig) -> None:
     assert rig.sink.dead_letters[2][1]["source_id"] == "off"
     assert rig.counters.outcomes == {"accepted": 1, "dead_lettered": 5, "validation": 0}
     assert rig.counters.dead_letters["ambiguous_match"] == 1
+
+
+async def test_routes_from_memory_answer_as_the_awaited_lookups_do(make_rig: MakeRig) -> None:
+    """A resolver that can answer from memory routes those events inline and awaits only
+    the rest; every answer, record and counter is what the awaited path gives."""
+    events = [
+        eg_event(0, path="hr/x.csv"),
+        eg_event(1, subject=subject("f", "nowhere")),
+        eg_event(2, subject=subject("f", "cold")),
+        eg_event(3, subject=subject("ab", "tie")),
+        cloud_event(4, path="sales/x.csv", sourceid="all"),
+        cloud_event(5, sourceid="ghost"),
+        cloud_event(6, subject=subject("f", "cold"), sourceid="off"),
+        eg_event(7, eventType="Microsoft.Storage.BlobDeleted"),
+    ]
+    awaited = await make_rig(clock=lambda: 1.0)
+    peeking = PeekingResolver(CONFIGS, in_memory={"landing", "tie", "all", "off"})
+    inline = await make_rig(resolver=peeking, clock=lambda: 1.0)
+    answers = [await r.post(events) for r in (awaited, inline)]
+    assert [a.status_code for a in answers] == [200, 200]
+    assert answers[0].json() == answers[1].json()
+    assert len(answers[0].json()["results"]) == len(events)
+    assert awaited.sink.accepted_events == inline.sink.accepted_events
+    assert awaited.sink.dead_letters == inline.sink.dead_letters
+    assert awaited.counters.dead_letters == inline.counters.dead_letters
+    assert sorted(peeking.awaited) == ["cold", "ghost", "nowhere"]  # not in memory
 
 
 async def test_explicit_source_id_routes_to_that_config_where_it_owns_the_blob(rig: Rig) -> None:
