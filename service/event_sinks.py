@@ -54,6 +54,8 @@ __all__ = [
 
 #: Entries stored by one script call at most (a larger batch is several calls, one pipeline).
 MAX_PER_CALL: Final = 500
+#: Writes (pipelined script calls) out at once; later ones collect and wait for a slot.
+MAX_IN_FLIGHT: Final = 2
 
 
 class EventSink(Protocol):
@@ -152,12 +154,15 @@ class RedisEventSink:
     """:class:`EventSink` over two capped Redis streams (one script call per batch).
 
     Writes are group-committed: every write requested in the same event-loop tick (the
-    events of one request chunk, and those of concurrent requests) goes out in one
-    script call (:data:`MAX_PER_CALL` entries each, one pipelined round trip) --
-    followed by ``WAIT`` when ``min_replicas`` is set -- and each
-    caller still learns the fate of its own entry: its call returns only once Redis
-    stored it, or raises :class:`EventSinkUnavailable`. If the writing task is
-    cancelled, every entry still waiting fails rather than hanging.
+    events of one request chunk, and those of concurrent requests), or while
+    :data:`MAX_IN_FLIGHT` writes are already out, goes out in one script call
+    (:data:`MAX_PER_CALL` entries each, one pipelined round trip) -- followed by
+    ``WAIT`` when ``min_replicas`` is set -- and each caller still learns the fate of its
+    own entry: its call returns only once Redis stored it, or raises
+    :class:`EventSinkUnavailable`. If the writing task is cancelled, every entry still
+    waiting fails rather than hanging. Concurrent writes are independent: de-duplication
+    holds across them (each script call is atomic on Redis), and ``WAIT`` covers the
+    connection that wrote.
     """
 
     def __init__(
@@ -176,7 +181,8 @@ class RedisEventSink:
         self._window_ms = int(self._limits.dedup_window_s * 1000)
         self._sha = hashlib.sha1(STORE_EVENTS.encode()).hexdigest()
         self._pending: list[_Entry] = []
-        self._flushing = False
+        self._collecting = False
+        self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         self._loaded = False
 
     async def accepted(
@@ -198,8 +204,8 @@ class RedisEventSink:
         for e in entries:
             tag = "source_id" if e.stream == "accepted" else "reason"
             done.append(self._enqueue(e.stream, {tag: e.tag, **e.record}, e.dedup_key, e.answer))
-        if not self._flushing:
-            await self._flush_pending()
+        if not self._collecting:
+            await self._flush()
         out: list[bytes | None | Exception] = []
         for future in done:
             try:
@@ -212,8 +218,8 @@ class RedisEventSink:
         self, stream: str, record: dict[str, Any], dedup_key: str, answer: bytes
     ) -> bytes | None:
         done = self._enqueue(stream, record, dedup_key, answer)
-        if not self._flushing:
-            await self._flush_pending()
+        if not self._collecting:
+            await self._flush()
         return await done
 
     def _enqueue(
@@ -229,19 +235,30 @@ class RedisEventSink:
         self._pending.append(_Entry(stream, seen, answer, fields, done))
         return done
 
-    async def _flush_pending(self) -> None:
-        self._flushing = True
-        batch: list[_Entry] = []
+    async def _flush(self) -> None:
+        """Collect what is pending into one write and send it.
+
+        Whoever finds no collector becomes it: it lets the writers of this tick join, then
+        waits for one of :data:`MAX_IN_FLIGHT` slots (everyone arriving meanwhile joins
+        too), takes the batch and writes it -- one batch, then it returns to its own
+        request. Writes arriving while it is out start the next collector, so Redis
+        always has the next call queued behind the one it runs. A collector cancelled
+        before it took the batch fails what is pending (no one else would send it).
+        """
+        self._collecting = True
+        batch: list[_Entry] | None = None
         try:
-            await asyncio.sleep(0)  # let the writers of this tick join the batch
-            while self._pending:
+            await asyncio.sleep(0)
+            async with self._slots:
                 batch, self._pending = self._pending, []
+                self._collecting = False
                 await self._write(batch)
                 batch = []
         finally:
-            self._flushing = False
-            stranded, self._pending = [*batch, *self._pending], []
-            _fail(stranded, EventSinkUnavailable("events writer cancelled; retry"))
+            if batch is None:  # cancelled while collecting: this collector's batch
+                self._collecting = False
+                batch, self._pending = self._pending, []
+            _fail(batch, EventSinkUnavailable("events writer cancelled; retry"))
 
     async def _write(self, batch: list[_Entry]) -> None:
         calls = [batch[i : i + MAX_PER_CALL] for i in range(0, len(batch), MAX_PER_CALL)]

@@ -10,7 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from service.errors import EventSinkUnavailable
-from service.event_sinks import RedisEventSink
+from service.event_sinks import MAX_IN_FLIGHT, RedisEventSink
 from shared.keys import Keys
 
 pytestmark = pytest.mark.integration
@@ -30,6 +30,45 @@ class CountingRedis:
 
     async def script_load(self, script: str) -> Any:
         return await self.client.script_load(script)
+
+
+class SlowPipelines(CountingRedis):
+    """:class:`CountingRedis` whose round trips take ``delay_s`` longer; it records the
+    most that were out at once."""
+
+    def __init__(self, client: aioredis.Redis, delay_s: float) -> None:
+        super().__init__(client)
+        self.delay_s = delay_s
+        self.in_flight = self.most_in_flight = 0
+
+    def pipeline(self, **kwargs: Any) -> Any:
+        return _SlowPipeline(self, super().pipeline(**kwargs))
+
+
+class _SlowPipeline:
+    def __init__(self, owner: SlowPipelines, pipe: Any) -> None:
+        self.owner, self.pipe = owner, pipe
+
+    async def __aenter__(self) -> _SlowPipeline:
+        await self.pipe.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.pipe.__aexit__(*exc)
+
+    def execute_command(self, *args: Any, **kwargs: Any) -> _SlowPipeline:
+        self.pipe.execute_command(*args, **kwargs)
+        return self
+
+    async def execute(self, **kwargs: Any) -> Any:
+        owner = self.owner
+        owner.in_flight += 1
+        owner.most_in_flight = max(owner.most_in_flight, owner.in_flight)
+        try:
+            await asyncio.sleep(owner.delay_s)
+            return await self.pipe.execute(**kwargs)
+        finally:
+            owner.in_flight -= 1
 
 
 @pytest.fixture
@@ -100,3 +139,36 @@ async def test_cancelled_writer_strands_nobody(client: aioredis.Redis) -> None:
         await flusher
     await sink.accepted("later", record(9))  # the sink still works afterwards
     assert await client.xlen(KEYS.events_accepted) >= 1
+
+
+async def test_a_writer_returns_with_its_own_batch_while_others_keep_writing(
+    client: aioredis.Redis,
+) -> None:
+    """Under a steady stream of writes each caller waits for its own batch only: the one
+    that sent a batch does not stay to send everyone else's, and the next batch is out
+    while the first is (at most MAX_IN_FLIGHT at once)."""
+    slow = SlowPipelines(client, delay_s=0.05)
+    sink = RedisEventSink(slow, KEYS)  # type: ignore[arg-type]
+    stop = asyncio.Event()
+
+    async def steady() -> int:
+        n = 0
+        writes = []
+        while not stop.is_set():
+            writes.append(asyncio.create_task(sink.accepted(f"s{n}", record(100 + n))))
+            n += 1
+            await asyncio.sleep(0.01)
+        await asyncio.gather(*writes)
+        return n
+
+    first = asyncio.create_task(sink.accepted("first", record(0)))  # it sends the first batch
+    others = asyncio.create_task(steady())
+    try:
+        await asyncio.wait({first}, timeout=1.0)
+        assert first.done(), "the writer of the first batch stayed to send everyone else's"
+    finally:
+        stop.set()
+    n = await others
+    assert first.result() is None
+    assert slow.most_in_flight == MAX_IN_FLIGHT
+    assert await client.xlen(KEYS.events_accepted) == n + 1
