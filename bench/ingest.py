@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import secrets
 import statistics
 import sys
 import time
@@ -56,8 +57,9 @@ CONCURRENCY = 32
 BATCHES = (1, 10)
 CONFIGS = 1_000
 TARGET = 0.7
-#: Placeholder in every event id, replaced by a fresh counter on each send: replicas keep
-#: event ids for idempotency, and a body posted twice would measure the duplicate path.
+#: Placeholder in every event id, replaced on each send by the load's own random number and
+#: a counter: replicas keep event ids for idempotency, and an id posted twice (in a later
+#: round, or by the warm-up) would measure the duplicate path.
 ID_SLOT = "0" * 16
 
 
@@ -117,8 +119,9 @@ async def load(
     async def one_loop(client: httpx.AsyncClient, offset: int, deadline: float) -> None:
         nonlocal counter
         i = offset
+        run = secrets.randbits(32)  # its ids differ from every other loop's and round's
         while time.monotonic() < deadline:
-            body = bodies[i % len(bodies)].replace(ID_SLOT.encode(), b"%016x" % i)
+            body = bodies[i % len(bodies)].replace(ID_SLOT.encode(), b"%08x%08x" % (run, i))
             i += CONCURRENCY
             start = clock()
             try:
