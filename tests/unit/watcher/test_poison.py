@@ -26,7 +26,7 @@ from shared.messages import decode
 from shared.status import WatcherStatus
 from tests.unit.watcher.fakes import FakeRedis, FakeSource, token
 from tests.unit.watcher.test_publishing import leading, make_publisher
-from tests.unit.watcher.test_running import eventually, make_watcher, running
+from tests.unit.watcher.test_running import STEADY_TTL_MS, eventually, make_watcher, running
 from tests.unit.watcher.test_watching import following, rig
 from watcher.mongo_source import MongoStream, decode_change
 from watcher.reporting import StatusWriter, WatcherStats
@@ -200,7 +200,7 @@ async def test_a_delete_whose_id_cannot_be_encoded_goes_by_key() -> None:
 async def test_metrics_and_the_status_hash_show_the_poison_count() -> None:
     """/metrics has scc_watcher_poison_documents_total by reason; the status hash the count."""
     redis, source = FakeRedis(), FakeSource()
-    watcher = make_watcher(redis, source)
+    watcher = make_watcher(redis, source, leader_ttl_ms=STEADY_TTL_MS)
     async with running(watcher):
         await eventually(lambda: watcher.stats.stream_open)
         source._event("insert", **{k: v for k, v in poison(3).items() if k != "operationType"})

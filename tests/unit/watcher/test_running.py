@@ -17,12 +17,18 @@ from shared.telemetry import make_telemetry
 from tests.unit.watcher.fakes import FakeChannel, FakeLease, FakeRedis, FakeSource, FakeTokens
 from watcher.running import Ports, Watcher
 
+#: A lease short enough that a lapse shows within a test's wait.
+SHORT_TTL_MS = 300
+#: A lease no pause of the event loop lapses: for a test that counts what one term
+#: published (a lapsed lease re-elects, and the new term replays from the stored token).
+STEADY_TTL_MS = 30_000
 
-def settings(instance_id: str = "w1") -> Settings:
+
+def settings(instance_id: str = "w1", leader_ttl_ms: int = SHORT_TTL_MS) -> Settings:
     return load_settings(
         mongo={"uri": "mongodb://127.0.0.1:1"},
         timing={
-            "leader_ttl_ms": 300,
+            "leader_ttl_ms": leader_ttl_ms,
             "heartbeat_interval_ms": 50,
             "max_await_ms": 10,
             "token_save_interval_ms": 50,
@@ -32,9 +38,15 @@ def settings(instance_id: str = "w1") -> Settings:
     )
 
 
-def make_watcher(redis: FakeRedis, source: FakeSource, instance_id: str = "w1") -> Watcher:
+def make_watcher(
+    redis: FakeRedis,
+    source: FakeSource,
+    instance_id: str = "w1",
+    *,
+    leader_ttl_ms: int = SHORT_TTL_MS,
+) -> Watcher:
     return Watcher(
-        settings=settings(instance_id),
+        settings=settings(instance_id, leader_ttl_ms),
         redis=fakeredis.FakeAsyncRedis(),
         source=source,
         telemetry=make_telemetry(service_name="scc-watcher", instance_id=instance_id),
@@ -82,7 +94,7 @@ async def test_the_watcher_leads_publishes_and_releases_on_stop() -> None:
 async def test_metrics_expose_the_documented_names() -> None:
     """``/metrics`` shows every ``scc_watcher_*`` name the issue lists, as exported."""
     redis, source = FakeRedis(), FakeSource()
-    watcher = make_watcher(redis, source)
+    watcher = make_watcher(redis, source, leader_ttl_ms=STEADY_TTL_MS)
     async with running(watcher):
         await eventually(lambda: watcher.stats.stream_open)
         source.insert(1, "k1")
