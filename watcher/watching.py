@@ -355,7 +355,12 @@ async def _next_unless_stopped(stream: ChangeStream, stopped: asyncio.Task[Any])
     if stopped.done():
         return _STOPPED
     following = asyncio.ensure_future(stream.try_next())
-    await asyncio.wait({following, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    try:
+        await asyncio.wait({following, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:  # the term ends: its getMore must not outlive it
+        following.cancel()
+        await asyncio.gather(following, return_exceptions=True)
+        raise
     if following.done():
         return following.result()  # a change that arrived is handled, even while stopping
     following.cancel()

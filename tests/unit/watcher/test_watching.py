@@ -19,7 +19,7 @@ from watcher.publishing import Publisher
 from watcher.reporting import WatcherStats
 from watcher.timing import SYSTEM_CLOCK, Backoff
 from watcher.translating import KeyMap, Translator
-from watcher.watching import Follower
+from watcher.watching import Follower, _next_unless_stopped
 
 
 @dataclass
@@ -309,3 +309,28 @@ def test_an_events_wall_time_prefers_wall_time_then_cluster_time() -> None:
     )
     assert event_wall_time({"clusterTime": Timestamp(1_700_000_000, 9)}) == 1_700_000_000.0
     assert event_wall_time({}) is None
+
+
+async def test_a_cancelled_wait_for_the_next_change_cancels_its_getmore() -> None:
+    """When the term is cancelled while waiting for the next change, the getMore it
+    started is cancelled too (it used to outlive the term, running beside the close)."""
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    class SlowStream:
+        async def try_next(self) -> None:
+            started.set()
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+
+    stopped = asyncio.create_task(asyncio.Event().wait())
+    waiting = asyncio.create_task(_next_unless_stopped(SlowStream(), stopped))  # type: ignore[arg-type]
+    await started.wait()
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert cancelled.is_set()
+    stopped.cancel()
+    await asyncio.gather(stopped, return_exceptions=True)
