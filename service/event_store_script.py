@@ -27,7 +27,8 @@ Invariants kept by :data:`STORE_EVENTS`:
   seen key is not set, the other entries are stored;
 * after the appends, each stream written keeps at most ``maxlen`` entries, none older
   than ``max_age`` milliseconds by the Redis server's clock (stream ids are its
-  milliseconds) and, when a byte cap is set, about ``max_bytes`` (``MEMORY USAGE``
+  milliseconds; without a consumer group to count for, the trim reads no entry) and,
+  when a byte cap is set, about ``max_bytes`` (``MEMORY USAGE``
   estimate, taken when the stream's length crossed a multiple of 64, so a stream may
   overshoot by at most 63 entries plus one batch); the oldest go first, exactly
   (``XTRIM MINID =``), and their number is returned;
@@ -99,6 +100,12 @@ local function trim(key, old_length)
     end
   end
   local bound = min_id
+  if length > maxlen and group == '' then
+    -- Nothing to count apart: trim by length, then by age, without reading any entry.
+    local removed = redis.call('XTRIM', key, 'MAXLEN', '=', maxlen)
+    if min_id ~= '' then removed = removed + redis.call('XTRIM', key, 'MINID', '=', min_id) end
+    return {removed, 0, length - removed}
+  end
   if length > maxlen then
     local oldest = redis.call('XRANGE', key, '-', '+', 'COUNT', length - maxlen + 1)
     local kept = oldest[#oldest][1]
