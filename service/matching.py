@@ -15,6 +15,7 @@ container and path unless it opts out with ``ingestion.explicit_route_any_locati
 from __future__ import annotations
 
 import fnmatch
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -65,7 +66,9 @@ def choose_config(
             catch_all.append((source_id, config))
         elif isinstance(pattern, str) and fnmatch.fnmatchcase(path, pattern):
             ranked.append((_specificity(pattern), source_id, config))
-    if ranked:
+    if len(ranked) == 1:  # the common case: one config claims the container's blob
+        winners = [(ranked[0][1], ranked[0][2])]
+    elif ranked:
         best = max(rank for rank, _, _ in ranked)
         winners = [(sid, config) for rank, sid, config in ranked if rank == best]
     else:
@@ -107,6 +110,7 @@ def _owns(ingestion: dict[str, Any], container: str, path: str) -> bool:
     return isinstance(pattern, str) and fnmatch.fnmatchcase(path, pattern)
 
 
+@functools.lru_cache(maxsize=4096)  # patterns are few and each event asks again
 def _specificity(pattern: str) -> tuple[int, int]:
     prefix = re.split(r"[*?\[]", pattern, maxsplit=1)[0]
     literal = re.sub(r"[*?]", "", _CLASS.sub("", pattern))
