@@ -240,7 +240,7 @@ def parse_steps(
     media = (content_type or "").split(";", 1)[0].strip().lower()
     if isinstance(document, list):
         cloud = media == CLOUDEVENTS_BATCH
-        events: list[tuple[InboundEvent, EventGridEvent | None]] = []
+        events: list[tuple[InboundEvent, bool]] = []
         for i, item in enumerate(document):
             events.append(_parse_one(item, f"events[{i}]", cloud))
             if i % chunk == chunk - 1:
@@ -257,31 +257,98 @@ def parse_steps(
     )
 
 
-def _parse_one(item: Any, where: str, cloud: bool) -> tuple[InboundEvent, EventGridEvent | None]:
+def _parse_one(item: Any, where: str, cloud: bool) -> tuple[InboundEvent, bool]:
+    """The event, and whether it is in the Event Grid schema (only those can be handshakes).
+
+    A plainly well-formed event (:func:`_plain_event_grid`, :func:`_plain_cloud_event`)
+    skips the model: a batch of blob events is mostly that, and validating each through
+    pydantic cost more than routing it. Anything else goes through the model, which
+    names what is wrong; the plain checks accept only what the models accept (pinned by
+    a property test).
+    """
+    is_cloud = cloud or (isinstance(item, dict) and "specversion" in item)
+    plain = _plain_cloud_event(item) if is_cloud else _plain_event_grid(item)
+    if plain is not None:
+        event_id, event_type, subject, data, explicit, origin = plain
+        explicit = explicit or _data_source_id(data, where)
+        return _inbound(event_id, event_type, subject, data, explicit, item, origin), not is_cloud
     try:
-        if cloud or (isinstance(item, dict) and "specversion" in item):
+        if is_cloud:
             ce = CloudEvent.model_validate(item)
             explicit = ce.sourceid or ce.source_id or _data_source_id(ce.data, where)
             subject = ce.subject or ""
-            return _inbound(ce.id, ce.type, subject, ce.data, explicit, item, ce.source), None
+            return _inbound(ce.id, ce.type, subject, ce.data, explicit, item, ce.source), False
         eg = EventGridEvent.model_validate(item)
     except ValidationError as e:
         raise BodyError("bad_schema", _describe(where, e)) from None
     explicit = _data_source_id(eg.data, where)
     origin = eg.topic or ""
-    return _inbound(eg.id, eg.event_type, eg.subject, eg.data, explicit, item, origin), eg
+    return _inbound(eg.id, eg.event_type, eg.subject, eg.data, explicit, item, origin), True
 
 
-def _maybe_handshake(parsed: list[tuple[InboundEvent, EventGridEvent | None]]) -> Batch:
-    for i, (_, eg) in enumerate(parsed):
-        if eg is None or eg.event_type != SUBSCRIPTION_VALIDATION:
+#: ``(id, type, subject, data, explicit source_id or None, origin)`` of a plain event.
+_Plain = tuple[str, str, str, Any, str | None, str]
+
+
+def _plain_event_grid(item: Any) -> _Plain | None:
+    """An Event Grid event whose every modelled field has the type the model wants, else
+    None (then :class:`EventGridEvent` judges it)."""
+    if type(item) is not dict:
+        return None
+    g = item.get
+    event_id, subject, event_type, event_time = (
+        g("id"),
+        g("subject"),
+        g("eventType"),
+        g("eventTime"),
+    )
+    topic, data_version, metadata_version = g("topic"), g("dataVersion"), g("metadataVersion")
+    if not (
+        type(event_id) is str
+        and event_id
+        and type(subject) is str
+        and type(event_type) is str
+        and event_type
+        and type(event_time) is str
+        and (topic is None or type(topic) is str)
+        and (data_version is None or type(data_version) is str)
+        and (metadata_version is None or type(metadata_version) is str)
+    ):
+        return None
+    return event_id, event_type, subject, g("data"), None, topic or ""
+
+
+def _plain_cloud_event(item: Any) -> _Plain | None:
+    """:func:`_plain_event_grid` for :class:`CloudEvent`."""
+    if type(item) is not dict or item.get("specversion") != "1.0":
+        return None
+    g = item.get
+    event_id, source, event_type, subject = g("id"), g("source"), g("type"), g("subject")
+    optional = (g("time"), g("datacontenttype"), g("dataschema"), g("sourceid"), g("source_id"))
+    if not (
+        type(event_id) is str
+        and event_id
+        and type(source) is str
+        and source
+        and type(event_type) is str
+        and event_type
+        and (subject is None or type(subject) is str)
+        and all(v is None or type(v) is str for v in optional)
+    ):
+        return None
+    return event_id, event_type, subject or "", g("data"), optional[3] or optional[4], source
+
+
+def _maybe_handshake(parsed: list[tuple[InboundEvent, bool]]) -> Batch:
+    for i, (event, event_grid) in enumerate(parsed):
+        if not event_grid or event.type != SUBSCRIPTION_VALIDATION:
             continue
         if len(parsed) != 1:
             raise BodyError(
                 "bad_schema", f"events[{i}]: {SUBSCRIPTION_VALIDATION} must be sent alone"
             )
         try:
-            data = _ValidationData.model_validate(eg.data)
+            data = _ValidationData.model_validate(event.raw.get("data"))
         except ValidationError as e:
             raise BodyError("bad_schema", _describe(f"events[{i}].data", e)) from None
         return Batch(validation_code=data.validation_code)

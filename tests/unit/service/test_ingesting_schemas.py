@@ -8,11 +8,16 @@ import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from service.event_schemas import (
     BLOB_CREATED,
     SUBSCRIPTION_VALIDATION,
     BodyError,
+    CloudEvent,
+    EventGridEvent,
+    _plain_cloud_event,
+    _plain_event_grid,
     locate_blob,
     parse_body,
 )
@@ -210,3 +215,54 @@ def test_parse_body_raises_nothing_but_body_error(
             parse_body(candidate, content_type)
         except BodyError as e:
             assert e.reason in {"bad_json", "bad_schema"} and len(str(e)) <= 300
+
+
+_maybe_str = st.none() | st.text(max_size=3) | st.integers(-1, 1) | st.booleans()
+_event_grid_like = st.fixed_dictionaries(
+    {},
+    optional={
+        name: _maybe_str
+        for name in (
+            "id", "topic", "subject", "eventType", "eventTime", "dataVersion",
+            "metadataVersion", "event_type",
+        )
+    } | {"data": json_values},
+)  # fmt: skip
+_cloud_like = st.fixed_dictionaries(
+    {"specversion": st.sampled_from(["1.0", "0.3", 1.0])},
+    optional={
+        name: _maybe_str
+        for name in (
+            "id", "source", "type", "subject", "time", "datacontenttype", "dataschema",
+            "sourceid", "source_id",
+        )
+    } | {"data": json_values},
+)  # fmt: skip
+
+
+@settings(max_examples=600, deadline=None)
+@given(item=_event_grid_like | _cloud_like)
+def test_plain_events_skip_the_model_only_where_it_would_accept_them(item: dict[str, Any]) -> None:
+    """The model-free path of an event accepts exactly what EventGridEvent / CloudEvent
+    accept, and reads the same id, type, subject, data, sender and source_id."""
+    cloud = "specversion" in item
+    plain = _plain_cloud_event(item) if cloud else _plain_event_grid(item)
+    try:
+        model: Any = (CloudEvent if cloud else EventGridEvent).model_validate(item)
+    except ValidationError:
+        assert plain is None
+        return
+    assert plain is not None  # and everything the model accepts is plain
+    if cloud:
+        expected = (model.id, model.type, model.subject or "", model.data)
+        expected += (model.sourceid or model.source_id or None, model.source)
+    else:
+        expected = (model.id, model.event_type, model.subject, model.data, None)
+        expected += (model.topic or "",)
+    assert plain == expected
+
+
+def test_the_usual_blob_events_take_the_model_free_path() -> None:
+    """The events Event Grid and CloudEvents deliver for a blob are plainly well-formed."""
+    assert _plain_event_grid(eg_event()) is not None
+    assert _plain_cloud_event(cloud_event(sourceid="s1")) is not None
