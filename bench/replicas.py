@@ -118,9 +118,11 @@ def _worker_main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--report", required=True, help="file to write the final report to")
     args = parser.parse_args(argv)
     if args.kind == "ours":
+        from service.applying import settle_heap_after_first_load
         from shared.telemetry import configure_logging
 
         configure_logging(fmt="json", level="warning")  # stderr; stdout carries the protocol
+        settle_heap_after_first_load()  # as python -m service does
     with contextlib.suppress(ImportError):
         import uvloop
 

@@ -22,6 +22,7 @@ from pydantic import AliasChoices, SecretStr
 from pymongo.errors import PyMongoError
 
 from service.app import create_app
+from service.applying import settle_heap_after_first_load
 from service.errors import RootTaskFailed
 from service.http_server import server_config
 from shared import __version__
@@ -137,6 +138,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     settings = or_exit(PROGRAM, load_settings)
     or_exit(PROGRAM, lambda: check_mongo_uri(settings.mongo))
     configure_logging(fmt=settings.process.log_format, level=settings.process.log_level)
+    settle_heap_after_first_load()
     log.info(
         "scc-service starting",
         version=__version__,

@@ -42,7 +42,7 @@ from typing import Any
 
 import structlog
 
-from service.applying import Applier, collection_paused
+from service.applying import Applier, collection_paused, settle_heap
 from service.caching import ConfigCache
 from service.errors import FeedLost, ResyncRequired, StoreError
 from service.feed import CAUGHT_UP, SUBSCRIBED, Feed
@@ -257,6 +257,8 @@ class Subscriber:
         finally:
             self.state.syncing = False
         self._cache.install(snapshot, fresh_at=started)
+        if not was_warm:
+            settle_heap()  # a no-op unless the process opted in (the replica's entry point)
         self.state.pending_resync = None
         self._store_failed = False
         if was_warm:

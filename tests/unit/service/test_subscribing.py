@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,6 +30,7 @@ from tests.unit.service.fakes import (
 )
 
 HEARTBEAT_S = 1.0
+ROOT = Path(__file__).resolve().parents[3]
 KEY = b"0123456789abcdef-hmac"
 
 
@@ -555,3 +559,35 @@ async def test_a_key_read_as_absent_is_not_revived_by_an_older_replay() -> None:
     rig.feed.push_messages(upsert(1, "a", v="earlier-life", ct=(250, 0), doc_id=2))
     assert await rig.sub.follow() == "silent"
     assert rig.doc("a") is None
+
+
+async def test_the_first_load_settles_the_heap_once_and_reloads_do_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After the first installed load the subscriber settles the heap (gc.freeze, where the
+    process opted in); a reload does not freeze again."""
+    settled: list[int] = []
+    rig = Rig([config("a"), config("b")])
+    monkeypatch.setattr("service.subscribing.settle_heap", lambda: settled.append(rig.cache.size))
+    await rig.started()
+    assert settled == [2]  # after the load was installed
+    await rig.sub.sync("gap")
+    assert settled == [2]
+
+
+def test_settle_heap_freezes_once_and_only_where_the_process_opted_in() -> None:
+    """In a fresh interpreter: nothing is frozen until the process opts in; then the first
+    call freezes what is alive and later calls do nothing."""
+    code = (
+        "import gc\n"
+        "from service.applying import settle_heap, settle_heap_after_first_load\n"
+        "settle_heap(); before = gc.get_freeze_count()\n"
+        "settle_heap_after_first_load(); settle_heap(); frozen = gc.get_freeze_count()\n"
+        "kept = [[i] for i in range(1000)]\n"
+        "settle_heap(); again = gc.get_freeze_count()\n"
+        "print(before, frozen > 0, again == frozen)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert out.stdout.split() == ["0", "True", "True"]
