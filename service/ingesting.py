@@ -98,7 +98,6 @@ def _new_request_id() -> str:
     return f"{_ID_PREFIX}{next(_ID_COUNTER) & 0xFFFF_FFFF_FFFF_FFFF:016x}"
 
 
-_JSON: Final = "application/json"
 #: Events routed and stored together before the request yields to the event loop.
 CHUNK: Final = 250
 
@@ -245,7 +244,7 @@ class _Ingestor:
         _log_outcomes(results)
         # EventsResponse's shape, serialized without building the model (its schema is
         # what the route declares; the records are built to it in service.event_routing).
-        return Response(content=orjson.dumps({"results": results}), media_type=_JSON)
+        return Response(content=orjson.dumps({"results": results}), media_type="application/json")
 
     async def _ingest_all(self, events: tuple[Any, ...]) -> list[ResultRecord]:
         # The events of one chunk are routed, then written together: one round trip and

@@ -66,9 +66,7 @@ def choose_config(
             catch_all.append((source_id, config))
         elif isinstance(pattern, str) and fnmatch.fnmatchcase(path, pattern):
             ranked.append((_specificity(pattern), source_id, config))
-    if len(ranked) == 1:  # the common case: one config claims the container's blob
-        winners = [(ranked[0][1], ranked[0][2])]
-    elif ranked:
+    if ranked:
         best = max(rank for rank, _, _ in ranked)
         winners = [(sid, config) for rank, sid, config in ranked if rank == best]
     else:
